@@ -1,0 +1,1 @@
+"""Automatic call distribution in Redis: agents, queues, offers."""

@@ -1,0 +1,1 @@
+"""Users, roles and sign-in for every surface; later the admin, supervisor and agent pages."""

@@ -1,0 +1,3 @@
+from kokan.cli import main
+
+main()

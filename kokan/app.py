@@ -1,0 +1,132 @@
+"""The Flask app factory (gunicorn: `gunicorn 'kokan.app:create_app()'`)."""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+import uuid
+from collections.abc import Mapping
+from typing import Any
+
+from flask import Flask, Response, g, jsonify, request
+from werkzeug.exceptions import HTTPException
+
+from kokan import config as config_module
+from kokan import logs
+from kokan.config import Settings
+from kokan.db import Database
+from kokan.errors import KokanError
+from kokan.metrics import HTTP_LATENCY, HTTP_REQUESTS
+from kokan.redis_conn import connect
+from kokan.secret_key import ensure_secret_key
+from kokan.wiring import Resources, init_app
+
+REQUEST_ID_HEADER = "X-Request-Id"
+REQUEST_ID_PATTERN = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+"""A proxy's id is reused only when it is safe to put in a log line."""
+
+MAX_CONTENT_LENGTH = 16 * 1024 * 1024
+"""Webhooks and API bodies are small; refuse a flood before it is read into memory."""
+
+JSON_PATH_PREFIXES = ("/api/", "/webhooks/", "/healthz", "/readyz", "/metrics")
+
+log = logging.getLogger("kokan.http")
+
+
+def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
+    """Build the web app; `test_config` may carry KOKAN_SETTINGS (a Settings) and Flask keys."""
+    test_config = dict(test_config or {})
+    settings: Settings = test_config.pop("KOKAN_SETTINGS", None) or config_module.load().settings
+    if not test_config.get("TESTING"):
+        logs.configure(settings.log_level, config_module.secret_values(settings))
+
+    app = Flask(__name__)
+    app.config.from_mapping(
+        SECRET_KEY=ensure_secret_key(settings),
+        MAX_CONTENT_LENGTH=MAX_CONTENT_LENGTH,
+        JSON_SORT_KEYS=False,
+    )
+    app.config.update(test_config)
+
+    if settings.redis_url is None:
+        raise config_module.ConfigError(
+            "redis_url: the web app needs REDIS_URL (kokan serve sets it for its embedded Redis)"
+        )
+    init_app(
+        app,
+        Resources(
+            settings=settings,
+            database=Database(settings.effective_database_url),
+            redis=connect(settings.redis_url),
+        ),
+    )
+    _install_request_hooks(app)
+    _install_error_handlers(app)
+
+    from admin.http import blueprint as admin_api
+    from kokan.health import blueprint as health
+
+    app.register_blueprint(health)
+    app.register_blueprint(admin_api)
+    return app
+
+
+def _install_request_hooks(app: Flask) -> None:
+    @app.before_request
+    def start_request() -> None:
+        offered = request.headers.get(REQUEST_ID_HEADER, "")
+        request_id = offered if REQUEST_ID_PATTERN.fullmatch(offered) else uuid.uuid4().hex
+        g.request_id = request_id
+        g.request_token = logs.request_id_var.set(request_id)
+        g.started = time.perf_counter()
+
+    @app.after_request
+    def finish_request(response: Response) -> Response:
+        response.headers[REQUEST_ID_HEADER] = g.get("request_id", "-")
+        route = request.url_rule.rule if request.url_rule else "unmatched"
+        elapsed = time.perf_counter() - g.get("started", time.perf_counter())
+        HTTP_REQUESTS.labels(request.method, route, str(response.status_code)).inc()
+        HTTP_LATENCY.labels(route).observe(elapsed)
+        log.info(
+            "%s %s %s %.1fms", request.method, request.path, response.status_code, elapsed * 1000
+        )
+        return response
+
+    @app.teardown_request
+    def end_request(_exc: BaseException | None) -> None:
+        token = g.pop("request_token", None)
+        if token is not None:
+            logs.request_id_var.reset(token)
+
+
+def _wants_json() -> bool:
+    if request.path.startswith(JSON_PATH_PREFIXES):
+        return True
+    best = request.accept_mimetypes.best_match(["application/json", "text/html"])
+    return best == "application/json"
+
+
+def _install_error_handlers(app: Flask) -> None:
+    @app.errorhandler(KokanError)
+    def kokan_error(error: KokanError) -> tuple[Response, int]:
+        return jsonify(error.to_json()), error.status
+
+    @app.errorhandler(HTTPException)
+    def http_error(error: HTTPException) -> Any:
+        if not _wants_json():
+            return error
+        status = error.code or 500
+        error_id = (error.name or "error").lower().replace(" ", "-")
+        body = {"error_id": error_id, "message": error.description}
+        return jsonify(body), status
+
+    @app.errorhandler(Exception)
+    def unexpected(error: Exception) -> tuple[Response, int]:
+        log.exception("unhandled error")
+        body = {
+            "error_id": "internal-error",
+            "message": "an unexpected error happened; it has been logged",
+            "request_id": g.get("request_id", "-"),
+        }
+        return jsonify(body), 500

@@ -1,0 +1,212 @@
+"""The `kokan` command."""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NoReturn
+
+import click
+
+from kokan import config as config_module
+from kokan import logs, migrate
+from kokan.config import ConfigError, LoadedConfig
+from kokan.db import Database
+from kokan.errors import KokanError
+from kokan.startup import StartupError, check_database, prepare_data_dir, require_migrated
+
+EXIT_USAGE = 2
+"""Configuration and start-up mistakes: the operator must change something."""
+
+
+@dataclass
+class CliState:
+    config_file: Path | None
+
+
+def _fail(message: str, status: int = EXIT_USAGE) -> NoReturn:
+    click.echo(f"kokan: {message}", err=True)
+    sys.exit(status)
+
+
+def _load(ctx: click.Context, **overrides: Any) -> LoadedConfig:
+    state: CliState = ctx.ensure_object(CliState)
+    loaded = config_module.load(state.config_file, overrides=overrides)
+    logs.configure(loaded.settings.log_level, config_module.secret_values(loaded.settings))
+    return loaded
+
+
+def _database(loaded: LoadedConfig) -> Database:
+    settings = loaded.settings
+    if not settings.database_url:
+        prepare_data_dir(settings.resolved_data_dir)
+    database = Database(settings.effective_database_url)
+    check_database(database, loaded)
+    return database
+
+
+@click.group()
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="config file (default: $KOKAN_CONFIG, else ./config.yaml if present)",
+)
+@click.version_option(package_name="kokan")
+@click.pass_context
+def cli(ctx: click.Context, config_file: Path | None) -> None:
+    """Kokan, a self-hosted, voice-first contact center."""
+    ctx.obj = CliState(config_file=config_file)
+
+
+@cli.command()
+@click.option("--data-dir", type=click.Path(path_type=Path, file_okay=False), default=None)
+@click.option("--host", default=None, help="address the web server listens on")
+@click.option("--port", type=int, default=None, help="port the web server listens on")
+@click.pass_context
+def serve(ctx: click.Context, data_dir: Path | None, host: str | None, port: int | None) -> None:
+    """Run everything in one process tree: embedded Redis (unless REDIS_URL), web, worker."""
+    from kokan.serve import Supervisor
+
+    loaded = _load(ctx, data_dir=data_dir, host=host, port=port)
+    state: CliState = ctx.ensure_object(CliState)
+    sys.exit(Supervisor(loaded=loaded, config_file=state.config_file).run())
+
+
+@cli.command()
+@click.option("--host", default=None)
+@click.option("--port", type=int, default=None)
+@click.option("--web-workers", type=int, default=None, help="gunicorn worker processes")
+@click.pass_context
+def web(ctx: click.Context, host: str | None, port: int | None, web_workers: int | None) -> None:
+    """Run only the web server under gunicorn (production: several behind a load balancer)."""
+    from kokan.serve import web_command
+
+    loaded = _load(ctx, host=host, port=port, web_workers=web_workers)
+    settings = loaded.settings
+    if not settings.redis_url:
+        _fail("redis_url: not set; `kokan web` needs REDIS_URL (only `kokan serve` embeds Redis)")
+    require_migrated(_database(loaded))
+    command = web_command(settings.host, settings.port, settings.web_workers)
+    env = dict(os.environ)
+    env.update({"KOKAN_HOST": settings.host, "KOKAN_PORT": str(settings.port)})
+    os.execve(command[0], command, env)  # noqa: S606 - replace this process with gunicorn
+
+
+@cli.command()
+@click.option("--burst", is_flag=True, help="stop when the queues are empty")
+@click.option("--check", is_flag=True, help="enqueue a self-check and wait for a worker to run it")
+@click.option(
+    "--timeout", type=float, default=10.0, show_default=True, help="seconds, with --check"
+)
+@click.pass_context
+def worker(ctx: click.Context, burst: bool, check: bool, timeout: float) -> None:
+    """Run an rq worker for Kokan's queues."""
+    from kokan.redis_conn import connect
+    from kokan.startup import check_redis
+    from kokan.worker import check_worker, run_worker
+
+    loaded = _load(ctx)
+    url = loaded.settings.redis_url
+    if not url:
+        _fail("redis_url: not set; `kokan worker` needs REDIS_URL")
+    check_redis(url, loaded)
+    connection = connect(url)
+    if check:
+        result = check_worker(connection, timeout)
+        if result is None:
+            _fail(f"no worker ran the self-check within {timeout:g} s", status=1)
+        click.echo(f"worker ok: pid {result['pid']} on {result['host']}")
+        return
+    run_worker(connection, burst=burst)
+
+
+@cli.group()
+def db() -> None:
+    """Database migrations."""
+
+
+@db.command("upgrade")
+@click.argument("revision", default="head")
+@click.pass_context
+def db_upgrade(ctx: click.Context, revision: str) -> None:
+    """Migrate the database up to REVISION (default: the newest)."""
+    database = _database(_load(ctx))
+    migrate.upgrade(database, revision)
+    click.echo(f"database at revision {migrate.current_revision(database)}")
+
+
+@db.command("downgrade")
+@click.argument("revision")
+@click.pass_context
+def db_downgrade(ctx: click.Context, revision: str) -> None:
+    """Migrate the database down to REVISION ("base" removes every table)."""
+    database = _database(_load(ctx))
+    migrate.downgrade(database, revision)
+    click.echo(f"database at revision {migrate.current_revision(database) or 'base'}")
+
+
+@db.command("current")
+@click.pass_context
+def db_current(ctx: click.Context) -> None:
+    """Print the database's revision and the newest one."""
+    database = _database(_load(ctx))
+    current, head = migrate.current_revision(database), migrate.head_revision(database)
+    click.echo(f"current {current or 'base'}, newest {head}")
+
+
+@cli.group()
+def users() -> None:
+    """People who sign in."""
+
+
+@users.command("create")
+@click.argument("name")
+@click.option("--role", required=True, type=click.Choice(["admin", "supervisor", "agent"]))
+@click.option("--token", is_flag=True, help="print an API token (Authorization: Bearer) instead")
+@click.pass_context
+def users_create(ctx: click.Context, name: str, role: str, token: bool) -> None:
+    """Create a user and print a one-time password (or an API token)."""
+    from admin.services import create_user, issue_token
+
+    database = _database(_load(ctx))
+    require_migrated(database)
+    with database.unit_of_work() as session:
+        created = create_user(session, name, role)
+        secret = issue_token(session, created.user) if token else None
+    if secret is not None:
+        click.echo(f"user {name!r} ({role}) created; API token (shown only now): {secret}")
+    else:
+        click.echo(
+            f"user {name!r} ({role}) created; one-time password (shown only now): "
+            f"{created.password}"
+        )
+
+
+@cli.group("config")
+def config_group() -> None:
+    """Configuration."""
+
+
+@config_group.command("show")
+@click.pass_context
+def config_show(ctx: click.Context) -> None:
+    """Print the effective configuration, where each value came from, secrets masked."""
+    for line in config_module.describe(_load(ctx)):
+        click.echo(line)
+
+
+def main() -> None:
+    try:
+        cli.main(standalone_mode=False)
+    except click.exceptions.Abort:
+        _fail("aborted", status=1)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except (ConfigError, StartupError) as exc:
+        _fail(str(exc))
+    except KokanError as exc:
+        _fail(exc.message, status=1)

@@ -1,0 +1,323 @@
+"""Effective configuration: code defaults < config.yaml < environment < command-line options.
+
+Every value remembers where it came from, so a mistake is reported as
+"port: ... (from config.yaml:3)" or "(from environment KOKAN_PORT)" rather than as
+a bare validation dump.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from sqlalchemy.engine import make_url
+
+CONFIG_ENV = "KOKAN_CONFIG"
+"""Names the config file; not a setting itself, so it is exempt from the unknown-key check."""
+
+DEFAULT_CONFIG_FILE = Path("config.yaml")
+"""Read from the working directory when no file is named, as the README's command runs there."""
+
+ENV_PREFIX = "KOKAN_"
+ENV_NESTED_SEPARATOR = "__"
+
+WELL_KNOWN_ENV = {
+    "DATABASE_URL": ("database_url",),
+    "REDIS_URL": ("redis_url",),
+    "TWILIO_ACCOUNT_SID": ("twilio", "account_sid"),
+    "TWILIO_AUTH_TOKEN": ("twilio", "auth_token"),
+}
+"""Names that hosting platforms and Twilio's own docs use; accepted beside the KOKAN_ forms."""
+
+MASK = "********"
+
+
+class ConfigError(Exception):
+    """A configuration mistake the operator must fix; the CLI prints it and exits with 2."""
+
+
+class TwilioSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    account_sid: str | None = None
+    auth_token: SecretStr | None = None
+
+
+class Settings(BaseModel):
+    """All of Kokan's settings; later issues add their own sections here."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    data_dir: Path = Path("var")
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=1, le=65535)
+    public_url: str | None = None
+    database_url: str | None = None
+    redis_url: str | None = None
+    secret_key: SecretStr | None = None
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    web_workers: int = Field(default=2, ge=1, le=64)
+    twilio: TwilioSettings = TwilioSettings()
+
+    @field_validator("public_url")
+    @classmethod
+    def _public_url_is_http(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ValueError("must be an http:// or https:// URL")
+        return value.rstrip("/")
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_url_parses(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        try:
+            make_url(value)
+        except Exception as exc:
+            raise ValueError(f"not a database URL ({exc})") from None
+        return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url_scheme(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        if urlsplit(value).scheme not in ("redis", "rediss", "unix"):
+            raise ValueError("must start with redis://, rediss:// or unix://")
+        return value
+
+    @field_validator("host")
+    @classmethod
+    def _host_not_empty(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must not be empty")
+        return value
+
+    @property
+    def resolved_data_dir(self) -> Path:
+        return self.data_dir.expanduser().resolve()
+
+    @property
+    def effective_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{self.resolved_data_dir / 'kokan.db'}"
+
+
+SECRET_PATHS = {("secret_key",), ("twilio", "auth_token")}
+URL_PATHS = {("database_url",), ("redis_url",)}
+
+
+@dataclass(frozen=True)
+class LoadedConfig:
+    settings: Settings
+    sources: dict[tuple[str, ...], str]
+
+    def source_of(self, path: tuple[str, ...]) -> str:
+        return self.sources.get(path, "default")
+
+
+def _yaml_lines(
+    node: yaml.Node, prefix: tuple[str, ...] = ()
+) -> Iterator[tuple[tuple[str, ...], int]]:
+    if isinstance(node, yaml.MappingNode):
+        for key_node, value_node in node.value:
+            path = (*prefix, str(key_node.value))
+            yield path, key_node.start_mark.line + 1
+            yield from _yaml_lines(value_node, path)
+
+
+def _read_yaml(path: Path) -> tuple[dict[str, Any], dict[tuple[str, ...], int]]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the config file ({exc.strerror})") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: the config file is not UTF-8 text") from None
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+        raise ConfigError(f"{where}: YAML syntax error: {exc.problem}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: YAML error: {exc}") from None
+    if data is None:
+        return {}, {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}:1: the config file must be a mapping of settings")
+    lines = dict(_yaml_lines(node)) if node is not None else {}
+    return data, lines
+
+
+def _flatten(
+    data: Mapping[str, Any], prefix: tuple[str, ...] = ()
+) -> Iterator[tuple[tuple[str, ...], Any]]:
+    for key, value in data.items():
+        path = (*prefix, str(key))
+        if isinstance(value, Mapping) and _is_section(path):
+            yield from _flatten(value, path)
+        else:
+            yield path, value
+
+
+def _is_section(path: tuple[str, ...]) -> bool:
+    model: type[BaseModel] = Settings
+    for part in path:
+        field = model.model_fields.get(part)
+        if field is None:
+            return False
+        annotation = field.annotation
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return False
+        model = annotation
+    return True
+
+
+def _is_known(path: tuple[str, ...]) -> bool:
+    model: type[BaseModel] = Settings
+    for index, part in enumerate(path):
+        field = model.model_fields.get(part)
+        if field is None:
+            return False
+        annotation = field.annotation
+        if index < len(path) - 1:
+            if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+                return False
+            model = annotation
+    return True
+
+
+def _env_path(name: str) -> tuple[str, ...] | None:
+    if name in WELL_KNOWN_ENV:
+        return WELL_KNOWN_ENV[name]
+    if not name.startswith(ENV_PREFIX) or name == CONFIG_ENV:
+        return None
+    return tuple(part.lower() for part in name[len(ENV_PREFIX) :].split(ENV_NESTED_SEPARATOR))
+
+
+def _set(tree: dict[str, Any], path: tuple[str, ...], value: Any) -> None:
+    for part in path[:-1]:
+        tree = tree.setdefault(part, {})
+    tree[path[-1]] = value
+
+
+def load(
+    config_file: Path | None = None,
+    environ: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> LoadedConfig:
+    """Merge the layers and validate them; raise ConfigError naming the key and its source."""
+    environ = os.environ if environ is None else environ
+    merged: dict[str, Any] = {}
+    sources: dict[tuple[str, ...], str] = {}
+
+    explicit = config_file or (Path(environ[CONFIG_ENV]) if environ.get(CONFIG_ENV) else None)
+    path = explicit or DEFAULT_CONFIG_FILE
+    if explicit is not None and not path.exists():
+        raise ConfigError(f"{path}: the config file does not exist")
+    if path.exists():
+        data, lines = _read_yaml(path)
+        for key_path, value in _flatten(data):
+            where = f"{path}:{lines[key_path]}" if key_path in lines else str(path)
+            if not _is_known(key_path):
+                raise ConfigError(f"{'.'.join(key_path)}: unknown setting (from {where})")
+            _set(merged, key_path, value)
+            sources[key_path] = where
+
+    for name in sorted(environ):
+        env_path = _env_path(name)
+        if env_path is None:
+            continue
+        if not _is_known(env_path) or _is_section(env_path):
+            raise ConfigError(f"{name}: unknown setting (from environment)")
+        _set(merged, env_path, environ[name])
+        sources[env_path] = f"environment {name}"
+
+    for dotted, value in (overrides or {}).items():
+        if value is None:
+            continue
+        option_path = tuple(dotted.split("."))
+        _set(merged, option_path, value)
+        sources[option_path] = f"command-line option --{dotted.replace('_', '-')}"
+
+    try:
+        settings = Settings.model_validate(merged)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        loc = tuple(str(part) for part in first["loc"])
+        source = next(
+            (sources[loc[:n]] for n in range(len(loc), 0, -1) if loc[:n] in sources), "default"
+        )
+        message = first["msg"].removeprefix("Value error, ")
+        shown = first.get("input")
+        hint = "" if isinstance(shown, dict) or _is_secret(loc) else f", got {shown!r}"
+        raise ConfigError(f"{'.'.join(loc)}: {message}{hint} (from {source})") from None
+    return LoadedConfig(settings=settings, sources=sources)
+
+
+def _is_secret(path: tuple[str, ...]) -> bool:
+    return path in SECRET_PATHS
+
+
+def mask_url(url: str) -> str:
+    """Hide a password inside a URL so the URL can be printed and logged."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", f":{MASK}@", 1)
+    return parts._replace(netloc=netloc).geturl()
+
+
+def secret_values(settings: Settings) -> list[str]:
+    """Strings that must never reach a log line."""
+    values: list[str] = []
+    for secret in (settings.secret_key, settings.twilio.auth_token):
+        if secret is not None and secret.get_secret_value():
+            values.append(secret.get_secret_value())
+    for url in (settings.database_url, settings.redis_url):
+        if url:
+            password = urlsplit(url).password
+            if password:
+                values.append(password)
+    return values
+
+
+def describe(loaded: LoadedConfig) -> list[str]:
+    """The effective configuration as `key: value  # source` lines, secrets masked."""
+    lines: list[str] = []
+
+    def walk(model: BaseModel, prefix: tuple[str, ...]) -> None:
+        for name in type(model).model_fields:
+            value = getattr(model, name)
+            path = (*prefix, name)
+            if isinstance(value, BaseModel):
+                walk(value, path)
+                continue
+            if isinstance(value, SecretStr):
+                shown: Any = MASK
+            elif path in URL_PATHS and isinstance(value, str):
+                shown = mask_url(value)
+            elif isinstance(value, Path):
+                shown = str(value)
+            else:
+                shown = value
+            rendered = yaml.safe_dump({".".join(path): shown}, allow_unicode=True).strip()
+            lines.append(f"{rendered}  # {loaded.source_of(path)}")
+
+    walk(loaded.settings, ())
+    settings = loaded.settings
+    lines.append(f"# data folder: {settings.resolved_data_dir}")
+    lines.append(f"# database: {mask_url(settings.effective_database_url)}")
+    lines.append(f"# redis: {mask_url(settings.redis_url) if settings.redis_url else 'embedded'}")
+    return lines

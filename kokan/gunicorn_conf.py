@@ -1,0 +1,20 @@
+"""gunicorn settings Kokan relies on: `gunicorn -c python:kokan.gunicorn_conf 'kokan.app:create_app()'`."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from prometheus_client import multiprocess
+
+from kokan.metrics import MULTIPROC_ENV
+
+accesslog = None  # Kokan logs each request itself, with its request id
+graceful_timeout = 10
+"""Seconds a worker may finish in-flight webhooks after SIGTERM."""
+
+
+def child_exit(_server: Any, worker: Any) -> None:
+    """Drop a dead worker's metric files so /metrics does not count it forever."""
+    if os.environ.get(MULTIPROC_ENV):
+        multiprocess.mark_process_dead(worker.pid)  # type: ignore[no-untyped-call]

@@ -1,0 +1,56 @@
+"""One log line per event, carrying the request or call id, with secrets scrubbed."""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+import sys
+from collections.abc import Iterable
+
+request_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
+call_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("call_id", default="-")
+
+LOG_FORMAT = (
+    "%(asctime)s %(levelname)s %(name)s request=%(request_id)s call=%(call_id)s %(message)s"
+)
+REDACTED = "[redacted]"
+
+
+class ContextFilter(logging.Filter):
+    """Stamps each record with the ids of the request and call it belongs to."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.request_id = request_id_var.get()
+        record.call_id = call_id_var.get()
+        return True
+
+
+class SecretFilter(logging.Filter):
+    """Last line of defence: a configured secret that slips into a message is replaced."""
+
+    def __init__(self, secrets: Iterable[str]) -> None:
+        super().__init__()
+        self.secrets = [secret for secret in secrets if len(secret) >= 4]
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not self.secrets:
+            return True
+        message = record.getMessage()
+        scrubbed = message
+        for secret in self.secrets:
+            scrubbed = scrubbed.replace(secret, REDACTED)
+        if scrubbed != message:
+            record.msg, record.args = scrubbed, None
+        return True
+
+
+def configure(level: str = "INFO", secrets: Iterable[str] = ()) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter(LOG_FORMAT))
+    handler.addFilter(ContextFilter())
+    handler.addFilter(SecretFilter(secrets))
+    root = logging.getLogger()
+    for existing in list(root.handlers):
+        root.removeHandler(existing)
+    root.addHandler(handler)
+    root.setLevel(level)

@@ -1,0 +1,222 @@
+"""`kokan serve`: one supervisor that owns the embedded Redis, the web server and the worker.
+
+Children run in their own sessions (a terminal's Ctrl-C reaches only the supervisor,
+which stops them in order: web, worker, then Redis) and with a parent-death signal, so
+even a SIGKILLed supervisor leaves no orphan behind.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+
+from admin.models import Role
+from admin.services import count_users, create_user
+from kokan import migrate
+from kokan.config import CONFIG_ENV, LoadedConfig, mask_url
+from kokan.db import Database
+from kokan.embedded_redis import EmbeddedRedis, EmbeddedRedisError, die_with_parent
+from kokan.metrics import MULTIPROC_ENV
+from kokan.secret_key import ensure_secret_key
+from kokan.startup import (
+    DataDirLock,
+    StartupError,
+    check_database,
+    check_port_free,
+    check_redis,
+    prepare_data_dir,
+)
+
+DEMO_ADMIN = "admin"
+CHILD_STOP_TIMEOUT_S = 20.0
+"""rq finishes the job in hand on SIGTERM; gunicorn drains requests within its graceful timeout."""
+WEB_READY_TIMEOUT_S = 30.0
+SUPERVISE_INTERVAL_S = 0.5
+METRICS_SUBDIR = "metrics"
+
+log = logging.getLogger("kokan.serve")
+
+
+@dataclass
+class Child:
+    name: str
+    command: list[str]
+    process: subprocess.Popen[bytes] | None = None
+
+    def start(self, env: dict[str, str]) -> None:
+        self.process = subprocess.Popen(
+            self.command,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            preexec_fn=die_with_parent,  # only prctl, no locks taken
+            start_new_session=True,
+        )
+
+    def exited(self) -> int | None:
+        return None if self.process is None else self.process.poll()
+
+    def stop(self) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(CHILD_STOP_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            log.warning(
+                "%s did not stop within %.0f s; killing it", self.name, CHILD_STOP_TIMEOUT_S
+            )
+            self.process.kill()
+            self.process.wait()
+
+
+@dataclass
+class Supervisor:
+    loaded: LoadedConfig
+    config_file: Path | None
+    stop_requested: threading.Event = field(default_factory=threading.Event)
+    children: list[Child] = field(default_factory=list)
+
+    def request_stop(self, signum: int, _frame: FrameType | None) -> None:
+        log.info("received %s; stopping", signal.Signals(signum).name)
+        self.stop_requested.set()
+
+    def run(self) -> int:
+        settings = self.loaded.settings
+        data_dir = settings.resolved_data_dir
+        prepare_data_dir(data_dir)
+        lock = DataDirLock(data_dir)
+        lock.acquire()
+        embedded: EmbeddedRedis | None = None
+        signal.signal(signal.SIGTERM, self.request_stop)
+        signal.signal(signal.SIGINT, self.request_stop)
+        try:
+            check_port_free(settings.host, settings.port)
+            database = Database(settings.effective_database_url)
+            check_database(database, self.loaded)
+            if settings.redis_url:
+                check_redis(settings.redis_url, self.loaded)
+                redis_url = settings.redis_url
+            else:
+                embedded = EmbeddedRedis(data_dir)
+                try:
+                    embedded.start()
+                except EmbeddedRedisError as exc:
+                    raise StartupError(f"embedded Redis in {embedded.directory}: {exc}") from None
+                redis_url = embedded.url
+            migrate.upgrade(database)
+            ensure_secret_key(settings)
+            self._ensure_demo_admin(database)
+            database.dispose()
+            self._start_children(data_dir, redis_url)
+            base = f"http://{_url_host(settings.host)}:{settings.port}"
+            if self._wait_for_web(base):
+                print(
+                    f"Kokan is serving on {base} "
+                    f"(data folder {data_dir}, Redis {mask_url(redis_url)}); Ctrl-C stops it",
+                    flush=True,
+                )
+            return self._supervise()
+        finally:
+            for child in reversed(self.children):
+                child.stop()
+            if embedded is not None:
+                embedded.stop()
+            lock.release()
+
+    def _ensure_demo_admin(self, database: Database) -> None:
+        with database.unit_of_work() as session:
+            if count_users(session) > 0:
+                return
+            created = create_user(session, DEMO_ADMIN, Role.ADMIN.value)
+        print(
+            f"Demo admin created: username {DEMO_ADMIN!r}, one-time password "
+            f"{created.password!r} (shown only this once; change it after signing in)",
+            flush=True,
+        )
+
+    def _child_env(self, data_dir: Path, redis_url: str) -> dict[str, str]:
+        settings = self.loaded.settings
+        env = dict(os.environ)
+        env.update(
+            {
+                "KOKAN_DATA_DIR": str(data_dir),
+                "KOKAN_HOST": settings.host,
+                "KOKAN_PORT": str(settings.port),
+                "REDIS_URL": redis_url,
+                "PYTHONUNBUFFERED": "1",
+            }
+        )
+        if self.config_file is not None:
+            env[CONFIG_ENV] = str(self.config_file.resolve())
+        elif Path("config.yaml").exists():
+            env[CONFIG_ENV] = str(Path("config.yaml").resolve())
+        metrics_dir = data_dir / METRICS_SUBDIR
+        shutil.rmtree(metrics_dir, ignore_errors=True)
+        metrics_dir.mkdir()
+        env[MULTIPROC_ENV] = str(metrics_dir)
+        return env
+
+    def _start_children(self, data_dir: Path, redis_url: str) -> None:
+        settings = self.loaded.settings
+        env = self._child_env(data_dir, redis_url)
+        self.children = [
+            Child("worker", [sys.executable, "-m", "kokan", "worker"]),
+            Child("web", web_command(settings.host, settings.port, settings.web_workers)),
+        ]
+        for child in self.children:
+            child.start(env)
+            log.info("started %s (pid %s)", child.name, child.process.pid if child.process else "?")
+
+    def _wait_for_web(self, base: str) -> bool:
+        deadline = time.monotonic() + WEB_READY_TIMEOUT_S
+        while time.monotonic() < deadline and not self.stop_requested.is_set():
+            if any(child.exited() is not None for child in self.children):
+                return False
+            try:
+                with urllib.request.urlopen(f"{base}/healthz", timeout=1) as answer:  # noqa: S310
+                    if answer.status == 200:
+                        return True
+            except (urllib.error.URLError, OSError):
+                pass
+            self.stop_requested.wait(0.1)
+        return False
+
+    def _supervise(self) -> int:
+        while not self.stop_requested.wait(SUPERVISE_INTERVAL_S):
+            for child in self.children:
+                status = child.exited()
+                if status is not None:
+                    log.error("%s exited with status %s; stopping Kokan", child.name, status)
+                    print(f"kokan: {child.name} exited with status {status}", file=sys.stderr)
+                    return 1
+        return 0
+
+
+def _url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
+
+
+def web_command(host: str, port: int, workers: int) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "gunicorn",
+        "--config",
+        "python:kokan.gunicorn_conf",
+        "--bind",
+        f"{_url_host(host)}:{port}",
+        "--workers",
+        str(workers),
+        "kokan.app:create_app()",
+    ]

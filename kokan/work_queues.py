@@ -1,0 +1,16 @@
+"""Names of the rq queues; every slow job goes to one of these."""
+
+from __future__ import annotations
+
+import redis
+from rq import Queue
+
+DEFAULT_QUEUE = "default"
+"""Short jobs that must not wait behind long conversions (outbound messages, self-checks)."""
+
+ALL_QUEUES = (DEFAULT_QUEUE,)
+"""What `kokan worker` listens to, in priority order; later issues append their queues."""
+
+
+def queue(connection: redis.Redis, name: str = DEFAULT_QUEUE) -> Queue:
+    return Queue(name, connection=connection)

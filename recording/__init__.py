@@ -1,0 +1,1 @@
+"""Recordings and voicemail: storage, conversion and transcription jobs, playback."""

@@ -1,0 +1,1 @@
+"""The shared record: calls now; customers, tickets, interactions and surveys later."""

@@ -1,0 +1,1 @@
+"""Inbound HTTP from Twilio and other channels, each request's signature checked."""
