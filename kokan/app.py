@@ -11,6 +11,7 @@ from typing import Any
 
 from flask import Flask, Response, g, jsonify, request
 from werkzeug.exceptions import HTTPException
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from kokan import config as config_module
 from kokan import logs
@@ -53,22 +54,31 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
         raise config_module.ConfigError(
             "redis_url: the web app needs REDIS_URL (kokan serve sets it for its embedded Redis)"
         )
-    init_app(
-        app,
-        Resources(
-            settings=settings,
-            database=Database(settings.effective_database_url),
-            redis=connect(settings.redis_url),
-        ),
+    resources = Resources(
+        settings=settings,
+        database=Database(settings.effective_database_url),
+        redis=connect(settings.redis_url),
     )
+    init_app(app, resources)
+    if settings.trust_proxy_hops:
+        hops = settings.trust_proxy_hops
+        app.wsgi_app = ProxyFix(  # type: ignore[method-assign]
+            app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops, x_port=hops, x_prefix=hops
+        )
     _install_request_hooks(app)
     _install_error_handlers(app)
 
     from admin.http import blueprint as admin_api
+    from ivr import runtime as ivr_runtime
+    from ivr.http import blueprint as ivr_media
     from kokan.health import blueprint as health
+    from webhooks.http import blueprint as twilio_webhooks
 
+    ivr_runtime.init_app(app, resources)
     app.register_blueprint(health)
     app.register_blueprint(admin_api)
+    app.register_blueprint(ivr_media)
+    app.register_blueprint(twilio_webhooks)
     return app
 
 
@@ -110,7 +120,11 @@ def _wants_json() -> bool:
 def _install_error_handlers(app: Flask) -> None:
     @app.errorhandler(KokanError)
     def kokan_error(error: KokanError) -> tuple[Response, int]:
-        return jsonify(error.to_json()), error.status
+        response = jsonify(error.to_json())
+        if error.status == 401:
+            # RFC 9110: a 401 names the scheme the client should use
+            response.headers["WWW-Authenticate"] = 'Bearer realm="kokan"'
+        return response, error.status
 
     @app.errorhandler(HTTPException)
     def http_error(error: HTTPException) -> Any:
@@ -119,7 +133,11 @@ def _install_error_handlers(app: Flask) -> None:
         status = error.code or 500
         error_id = (error.name or "error").lower().replace(" ", "-")
         body = {"error_id": error_id, "message": error.description}
-        return jsonify(body), status
+        response = jsonify(body)
+        for name, value in error.get_headers():
+            if name.lower() != "content-type":
+                response.headers[name] = value  # Allow on 405, Retry-After, WWW-Authenticate
+        return response, status
 
     @app.errorhandler(Exception)
     def unexpected(error: Exception) -> tuple[Response, int]:

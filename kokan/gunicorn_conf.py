@@ -13,6 +13,13 @@ accesslog = None  # Kokan logs each request itself, with its request id
 graceful_timeout = 10
 """Seconds a worker may finish in-flight webhooks after SIGTERM."""
 
+# gunicorn's control socket defaults to one path per user ($HOME/.gunicorn), shared by every
+# instance on the machine; give each Kokan data folder its own, or none.
+if os.environ.get("KOKAN_DATA_DIR"):
+    control_socket = os.path.join(os.environ["KOKAN_DATA_DIR"], "gunicorn.ctl")
+else:
+    control_socket_disable = True
+
 
 def child_exit(_server: Any, worker: Any) -> None:
     """Drop a dead worker's metric files so /metrics does not count it forever."""

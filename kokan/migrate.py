@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from alembic import command
@@ -29,8 +32,20 @@ def downgrade(database: Database, revision: str) -> None:
     command.downgrade(alembic_config(database), revision)
 
 
+@contextmanager
+def _quiet_alembic() -> Iterator[None]:
+    """Reading the revision is not an event: keep alembic's "Context impl" lines out of the log."""
+    logger = logging.getLogger("alembic.runtime.migration")
+    previous = logger.level
+    logger.setLevel(max(logging.WARNING, logger.getEffectiveLevel()))
+    try:
+        yield
+    finally:
+        logger.setLevel(previous)
+
+
 def current_revision(database: Database) -> str | None:
-    with database.engine.connect() as connection:
+    with database.engine.connect() as connection, _quiet_alembic():
         return MigrationContext.configure(connection).get_current_revision()
 
 

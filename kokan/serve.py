@@ -26,7 +26,7 @@ from admin.services import count_users, create_user
 from kokan import migrate
 from kokan.config import CONFIG_ENV, LoadedConfig, mask_url
 from kokan.db import Database
-from kokan.embedded_redis import EmbeddedRedis, EmbeddedRedisError, die_with_parent
+from kokan.embedded_redis import EmbeddedRedis, EmbeddedRedisError, parent_death_signal
 from kokan.metrics import MULTIPROC_ENV
 from kokan.secret_key import ensure_secret_key
 from kokan.startup import (
@@ -53,23 +53,30 @@ class Child:
     name: str
     command: list[str]
     process: subprocess.Popen[bytes] | None = None
+    asked: bool = False
 
     def start(self, env: dict[str, str]) -> None:
         self.process = subprocess.Popen(
             self.command,
             env=env,
             stdin=subprocess.DEVNULL,
-            preexec_fn=die_with_parent,  # only prctl, no locks taken
+            preexec_fn=parent_death_signal(),  # only prctl and getppid, no locks taken
             start_new_session=True,
         )
 
     def exited(self) -> int | None:
         return None if self.process is None else self.process.poll()
 
+    def ask_to_stop(self) -> None:
+        """One SIGTERM only: a second one makes rq abandon the job in hand (cold shutdown)."""
+        if self.process is not None and self.process.poll() is None and not self.asked:
+            self.process.send_signal(signal.SIGTERM)
+            self.asked = True
+
     def stop(self) -> None:
         if self.process is None or self.process.poll() is not None:
             return
-        self.process.send_signal(signal.SIGTERM)
+        self.ask_to_stop()
         try:
             self.process.wait(CHILD_STOP_TIMEOUT_S)
         except subprocess.TimeoutExpired:
@@ -117,6 +124,7 @@ class Supervisor:
             migrate.upgrade(database)
             ensure_secret_key(settings)
             self._ensure_demo_admin(database)
+            self._publish_flows_on_first_start(database)
             database.dispose()
             self._start_children(data_dir, redis_url)
             base = f"http://{_url_host(settings.host)}:{settings.port}"
@@ -128,7 +136,10 @@ class Supervisor:
                 )
             return self._supervise()
         finally:
-            for child in reversed(self.children):
+            # web and worker stop side by side; Redis only after both have let go of it
+            for child in self.children:
+                child.ask_to_stop()
+            for child in self.children:
                 child.stop()
             if embedded is not None:
                 embedded.stop()
@@ -144,6 +155,34 @@ class Supervisor:
             f"{created.password!r} (shown only this once; change it after signing in)",
             flush=True,
         )
+
+    def _publish_flows_on_first_start(self, database: Database) -> None:
+        """A new installation answers calls at once: publish the flows folder if nothing is."""
+        from ivr.loader import FlowInvalid, read_flow_text
+        from ivr.publishing import count_published, publish
+        from ivr.validator import CheckContext
+
+        settings = self.loaded.settings
+        flows_dir = settings.flows_dir
+        with database.unit_of_work() as session:
+            if count_published(session) > 0:
+                return
+        context = CheckContext.for_directory(flows_dir, frozenset(settings.queues))
+        for path in sorted(flows_dir.glob("*.yaml")):
+            try:
+                with database.unit_of_work() as session:
+                    published = publish(
+                        session,
+                        path.stem,
+                        read_flow_text(path),
+                        str(path),
+                        context,
+                        by="kokan-serve",
+                    )
+            except FlowInvalid as exc:
+                print(f"kokan: {path} not published:\n{exc}", file=sys.stderr, flush=True)
+                continue
+            print(f"Published flow {published.flow} version {published.version}", flush=True)
 
     def _child_env(self, data_dir: Path, redis_url: str) -> dict[str, str]:
         settings = self.loaded.settings

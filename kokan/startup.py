@@ -25,12 +25,13 @@ class StartupError(Exception):
 
 
 def prepare_data_dir(path: Path) -> None:
+    if path.exists() and not path.is_dir():
+        # mkdir(exist_ok=True) would report a regular file as "File exists"
+        raise StartupError(f"data folder {path}: exists but is not a folder")
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise StartupError(f"data folder {path}: cannot create it ({exc.strerror})") from None
-    if not path.is_dir():
-        raise StartupError(f"data folder {path}: exists but is not a folder")
     probe = path / f".write-test-{uuid.uuid4().hex}"
     try:
         probe.write_bytes(b"")

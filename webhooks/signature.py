@@ -1,0 +1,74 @@
+"""Every Twilio endpoint checks X-Twilio-Signature: a request Twilio did not sign is a 403."""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Callable
+from typing import ParamSpec, TypeVar
+
+from flask import request
+from twilio.request_validator import (
+    SIGNATURE_HEADER,
+    SIGNATURE_SETTINGS_HEADER,
+    RequestValidator,
+    get_signature_algorithm,
+)
+
+from kokan.errors import KokanError
+from kokan.wiring import settings
+from webhooks.schemas import MalformedWebhook
+
+P = ParamSpec("P")
+R = TypeVar("R")
+log = logging.getLogger(__name__)
+
+
+class SignatureInvalid(KokanError):
+    error_id = "twilio-signature-invalid"
+    status = 403
+
+
+class ForeignAccount(KokanError):
+    error_id = "twilio-account-foreign"
+    status = 403
+
+
+def signed_url() -> str:
+    """The URL Twilio requested: the configured public URL wins over what the proxy says."""
+    public = settings().public_url
+    if public:
+        return public + (request.full_path if request.query_string else request.path)
+    return request.url
+
+
+def check_signature() -> None:
+    token = settings().twilio.auth_token
+    if token is None or not token.get_secret_value():
+        log.error("TWILIO_AUTH_TOKEN is not set: refusing every Twilio webhook")
+        raise SignatureInvalid("Kokan has no Twilio auth token configured")
+    signature = request.headers.get(SIGNATURE_HEADER, "")
+    if not signature:
+        raise SignatureInvalid(f"missing {SIGNATURE_HEADER}")
+    algorithm = get_signature_algorithm(request.headers.get(SIGNATURE_SETTINGS_HEADER))
+    validator = RequestValidator(token.get_secret_value())
+    if not validator.validate(signed_url(), request.form, signature, algorithm):
+        log.warning("Twilio signature mismatch for %s", signed_url())
+        raise SignatureInvalid("the X-Twilio-Signature does not match this request")
+    expected_account = settings().twilio.account_sid
+    if expected_account:
+        account = request.form.get("AccountSid", "")
+        if not account:
+            # signed by Twilio but without the account: malformed, not another account's
+            raise MalformedWebhook("AccountSid is missing")
+        if account != expected_account:
+            raise ForeignAccount("the request is for another Twilio account")
+
+
+def twilio_signed(view: Callable[P, R]) -> Callable[P, R]:
+    @functools.wraps(view)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        check_signature()
+        return view(*args, **kwargs)
+
+    return wrapper
