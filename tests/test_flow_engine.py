@@ -224,7 +224,7 @@ def test_a_menu_retries_with_invalid_and_timeout_prompts_then_on_failure() -> No
     assert failed.state.path == ["menu", "operator"]
 
 
-def test_a_right_key_after_a_wrong_one_resets_nothing_it_should_not() -> None:
+def test_a_right_key_after_a_wrong_one_goes_on_and_resets_the_attempts() -> None:
     engine, turn = start(MENU_FLOW)
     wrong = engine.resume(turn.state, Input(digits="5"))
     right = engine.resume(wrong.state, Input(digits="1"))
