@@ -120,6 +120,7 @@ def main() -> int:
             "TWILIO_AUTH_TOKEN": token,
             "TWILIO_ACCOUNT_SID": account,
             "PROMETHEUS_MULTIPROC_DIR": str(work / "metrics"),
+            "KOKAN_LOG_LEVEL": os.environ.get("BENCH_LOG_LEVEL", "INFO"),
         }
         (work / "metrics").mkdir()
         processes.append(gunicorn("kokan.app:create_app()", kokan_port, kokan_env))

@@ -11,9 +11,11 @@ from __future__ import annotations
 import json
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import redis
+from redis.commands.core import Script
 
 from ivr.engine import CallState
 
@@ -24,16 +26,44 @@ CALL_LOCK_TIMEOUT_MS = 15_000
 CALL_LOCK_WAIT_S = 10.0
 """Twilio waits 15 s for an answer; a concurrent delivery waits for the first to finish."""
 CALL_LOCK_POLL_S = 0.02
-STATE_KEY = "kokan:ivr:call:{call}"
-REPLY_KEY = "kokan:ivr:reply:{call}:{step}"
+STATE_KEY = "kokan:ivr:call:{{{call}}}"
+REPLY_KEY = "kokan:ivr:reply:{{{call}}}:{step}"
 """The answer already given to a step, replayed when Twilio delivers the same request again."""
-LOCK_KEY = "kokan:ivr:lock:{call}"
+LOCK_KEY = "kokan:ivr:lock:{{{call}}}"
+"""The call id in braces is a hash tag: a call's keys share one Redis Cluster slot."""
 START_STEP = "start"
 RELEASE_IF_OWNER = """
 if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end
 return 0
 """
 """Only the holder releases the lock; an expired lock taken by another process is left alone."""
+CLAIM = """
+local reply = redis.call('get', KEYS[2])
+if reply then return {0, reply, false} end
+if not redis.call('set', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return {-1, false, false} end
+return {1, false, redis.call('get', KEYS[3])}
+"""
+"""KEYS lock, reply, state; ARGV token, lock ms -> {0 replay | -1 busy | 1 claimed, reply, state}."""
+SAVE_AND_RELEASE = """
+redis.call('set', KEYS[1], ARGV[1], 'EX', ARGV[3])
+redis.call('set', KEYS[2], ARGV[2], 'EX', ARGV[3])
+if redis.call('get', KEYS[3]) == ARGV[4] then redis.call('del', KEYS[3]) end
+return 1
+"""
+"""KEYS state, reply, lock; ARGV state, reply, ttl, token: one atomic write per webhook."""
+SAVE_FIRST = """
+local earlier = redis.call('get', KEYS[2])
+if earlier then return earlier end
+redis.call('set', KEYS[1], ARGV[1], 'EX', ARGV[3])
+redis.call('set', KEYS[2], ARGV[2], 'EX', ARGV[3])
+return false
+"""
+"""KEYS state, start reply; ARGV state, reply, ttl: the first delivery of a new call wins, a
+duplicate gets the reply that won; one round trip and no lock for a call's first webhook."""
+
+
+AlsoSend = Callable[["redis.client.Pipeline"], None] | None
+"""Extra commands to send in the same round trip as a save (e.g. call-detail events)."""
 
 
 class CallBusy(Exception):
@@ -60,6 +90,9 @@ class CallStore:
         self.redis = client
         self.namespace = namespace
         self._release = client.register_script(RELEASE_IF_OWNER)
+        self._claim = client.register_script(CLAIM)
+        self._save = client.register_script(SAVE_AND_RELEASE)
+        self._save_first = client.register_script(SAVE_FIRST)
 
     def _keys(self, call_id: str, step: str) -> tuple[str, str, str]:
         call = f"{self.namespace}:{call_id}"
@@ -74,16 +107,12 @@ class CallStore:
         token = secrets.token_hex(8)
         deadline = time.monotonic() + CALL_LOCK_WAIT_S
         while True:
-            pipe = self.redis.pipeline(transaction=False)
-            pipe.set(lock_key, token, nx=True, px=CALL_LOCK_TIMEOUT_MS)
-            pipe.get(reply_key)
-            pipe.get(state_key)
-            acquired, reply, raw_state = pipe.execute()
-            if reply is not None:
-                if acquired:
-                    self.release(call_id, token)
+            outcome, reply, raw_state = self._claim(
+                keys=[lock_key, reply_key, state_key], args=[token, CALL_LOCK_TIMEOUT_MS]
+            )
+            if outcome == 0:
                 return Claim(token=None, reply=_text(reply), state=None)
-            if acquired:
+            if outcome == 1:
                 state = CallState.from_json(json.loads(raw_state)) if raw_state else None
                 return Claim(token=token, reply=None, state=state)
             if time.monotonic() > deadline:
@@ -94,14 +123,49 @@ class CallStore:
         lock_key, _reply, _state = self._keys(call_id, START_STEP)
         self._release(keys=[lock_key], args=[token])
 
-    def save(self, state: CallState, step: str, reply: str, token: str) -> None:
-        """State, the reply to `step` and the lock release commit together."""
+    def save(
+        self, state: CallState, step: str, reply: str, token: str, also: AlsoSend = None
+    ) -> None:
+        """State, the reply to `step` and the lock release commit together; `also` adds
+        commands (call events) to the same round trip."""
         lock_key, reply_key, state_key = self._keys(state.call_id, step)
-        pipe = self.redis.pipeline(transaction=True)
-        pipe.set(state_key, json.dumps(state.to_json(), ensure_ascii=False), ex=CALL_STATE_TTL_S)
-        pipe.set(reply_key, reply, ex=CALL_STATE_TTL_S)
-        self._release(keys=[lock_key], args=[token], client=pipe)
-        pipe.execute()
+        state_json = json.dumps(state.to_json(), ensure_ascii=False)
+        self._pipelined(
+            self._save,
+            [state_key, reply_key, lock_key],
+            [state_json, reply, CALL_STATE_TTL_S, token],
+            also,
+        )
+
+    def save_first(self, state: CallState, reply: str, also: AlsoSend = None) -> str | None:
+        """Store a new call's first turn unless one is stored already; return the stored one.
+        `also` adds commands to the same round trip (they run for duplicates too)."""
+        _lock, reply_key, state_key = self._keys(state.call_id, START_STEP)
+        state_json = json.dumps(state.to_json(), ensure_ascii=False)
+        earlier = self._pipelined(
+            self._save_first, [state_key, reply_key], [state_json, reply, CALL_STATE_TTL_S], also
+        )
+        return _text(earlier)
+
+    def _pipelined(
+        self, script: Script, keys: list[str], args: list[str | int], also: AlsoSend
+    ) -> object:
+        """EVALSHA plus `also` in one round trip. (redis-py's Script objects in a pipeline ask
+        SCRIPT EXISTS first on every execute: a second round trip on the hot path.)"""
+        for attempt in (1, 2):
+            pipe = self.redis.pipeline(transaction=False)
+            pipe.evalsha(script.sha, len(keys), *keys, *args)
+            if also is not None:
+                also(pipe)
+            try:
+                return pipe.execute()[0]
+            except redis.exceptions.NoScriptError:
+                if attempt == 2:
+                    raise
+                # Redis restarted or was flushed: load the script; `also` commands are
+                # idempotent call events, so sending them again is harmless
+                self.redis.script_load(script.script)
+        raise AssertionError("unreachable")
 
     def load(self, call_id: str) -> CallState | None:
         _lock, _reply, state_key = self._keys(call_id, START_STEP)

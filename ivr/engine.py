@@ -7,7 +7,6 @@ its own except through the `Environment` it is given (clock and JSON fetches).
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import logging
 import re
@@ -161,7 +160,27 @@ class CallState:
         return self.outcome is not None
 
     def to_json(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        # written out rather than dataclasses.asdict: this runs on every webhook, and asdict
+        # deep-copies every value recursively
+        return {
+            "call_id": self.call_id,
+            "flow": self.flow,
+            "version": self.version,
+            "caller": self.caller,
+            "called": self.called,
+            "language": self.language,
+            "node": self.node,
+            "step": self.step,
+            "attempts": self.attempts,
+            "variables": dict(self.variables),
+            "path": list(self.path),
+            "stack": [
+                {"flow": f.flow, "version": f.version, "return_to": f.return_to}
+                for f in self.stack
+            ],
+            "outcome": dict(self.outcome) if self.outcome is not None else None,
+            "survey": self.survey,
+        }
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> CallState:

@@ -29,7 +29,6 @@ def init_app(app: Flask, resources: Resources) -> None:
     app.extensions[EXTENSION_KEY] = VoiceService(
         engine=engine,
         store=CallStore(resources.redis),
-        database=resources.database,
         urls=Urls(base),
         flow_for_number=flow_for_number,
     )

@@ -6,20 +6,27 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
+import redis
 from twilio.twiml.voice_response import VoiceResponse
 
-from ivr.call_store import START_STEP, CallBusy, CallStore
+from ivr.call_store import START_STEP, AlsoSend, CallBusy, CallStore
 from ivr.engine import CallState, Engine, Event
 from ivr.twiml import Urls, render, render_fallback, render_goodbye
 from kokan import logs
-from kokan.db import Database, utcnow
-from tickets.models import Call, Direction, Outcome
+from kokan.db import utcnow
+from recording.services import enqueue_voicemail
+from tickets import cdr
+from tickets.models import Outcome
 
 PROVIDER = "twilio"
 BUSY_RETRY_PAUSE_S = 1
 """A duplicate delivery that finds the call locked asks Twilio to come back a second later."""
+OUTCOMES = {
+    "voicemail": Outcome.VOICEMAIL.value,
+    "transferred": Outcome.TRANSFERRED.value,
+    "hung-up": Outcome.COMPLETED_IN_IVR.value,
+}
+"""Engine outcome kinds that end the call's IVR part, as call-detail outcomes."""
 
 log = logging.getLogger(__name__)
 
@@ -36,40 +43,33 @@ class VoiceService:
         self,
         engine: Engine,
         store: CallStore,
-        database: Database,
         urls: Urls,
         flow_for_number: Callable[[str], str],
     ) -> None:
         self.engine = engine
         self.store = store
-        self.database = database
         self.urls = urls
         self.flow_for_number = flow_for_number
 
     def start(self, call: IncomingCall) -> str:
         token = logs.call_id_var.set(call.call_sid)
         try:
-            claim = self.store.claim(call.call_sid, START_STEP)
-            if claim.token is None:
+            turn = self.engine.start(
+                self.flow_for_number(call.called), call.call_sid, call.caller, call.called
+            )
+            twiml = render(turn.actions, turn.state.step, self.urls)
+            earlier = self.store.save_first(
+                turn.state, twiml, also=self._call_events(turn.state, arrived=True)
+            )
+            if earlier is not None:
                 log.info("duplicate delivery of the call's first webhook: replayed")
-                return claim.reply or render_goodbye()
-            try:
-                self._record_arrival(call)
-                turn = self.engine.start(
-                    self.flow_for_number(call.called), call.call_sid, call.caller, call.called
-                )
-                twiml = render(turn.actions, turn.state.step, self.urls)
-            except Exception:
-                self.store.release(call.call_sid, claim.token)
-                raise
-            self.store.save(turn.state, START_STEP, twiml, claim.token)
-            self._record_outcome(turn.state)
+                return earlier
+            self._after_turn(turn.state)
             log.info("call started in flow %s v%s", turn.state.flow, turn.state.version)
             return twiml
-        except CallBusy:
-            return self._come_back(self.urls.base + "/webhooks/twilio/voice")
         except Exception:
             log.exception("could not start the call; answering with the fallback")
+            self._record_arrival_anyway(call)
             return render_fallback(self.urls)
         finally:
             logs.call_id_var.reset(token)
@@ -91,8 +91,10 @@ class VoiceService:
             except Exception:
                 self.store.release(call_sid, claim.token)
                 raise
-            self.store.save(turn.state, str(step), twiml, claim.token)
-            self._record_outcome(turn.state)
+            self.store.save(
+                turn.state, str(step), twiml, claim.token, also=self._call_events(turn.state)
+            )
+            self._after_turn(turn.state)
             return twiml
         except CallBusy:
             return self._come_back(self.urls.step(step))
@@ -117,14 +119,10 @@ class VoiceService:
         try:
             log.warning("fallback voicemail recorded at %s", recording_url or "(no recording)")
             try:
-                with self.database.unit_of_work() as session:
-                    row = session.scalar(
-                        select(Call).where(
-                            Call.provider == PROVIDER, Call.provider_call_id == call_sid
-                        )
-                    )
-                    if row is not None and row.outcome is None:
-                        row.outcome = Outcome.VOICEMAIL
+                identity = cdr.CallIdentity(PROVIDER, call_sid, "", "")
+                cdr.append(
+                    self.store.redis, "outcome", identity, utcnow(), outcome=Outcome.VOICEMAIL.value
+                )
             except Exception:
                 log.exception("could not record the fallback voicemail on the call")
             return render_goodbye()
@@ -137,40 +135,51 @@ class VoiceService:
         response.redirect(url, method="POST")
         return str(response)
 
-    def _record_arrival(self, call: IncomingCall) -> None:
-        try:
-            with self.database.unit_of_work() as session:
-                session.add(
-                    Call(
-                        provider=PROVIDER,
-                        provider_call_id=call.call_sid,
-                        from_number=call.caller,
-                        to_number=call.called,
-                        channel="voice",
-                        direction=Direction.INBOUND,
-                    )
-                )
-        except IntegrityError:
-            log.info("call-detail record already exists")
+    def _call_events(self, state: CallState, *, arrived: bool = False) -> AlsoSend:
+        """The call-detail events this turn produced, sent with the state in one round trip."""
+        identity = cdr.CallIdentity(
+            provider=PROVIDER,
+            provider_call_id=state.call_id,
+            from_number=state.caller,
+            to_number=state.called,
+        )
+        outcome = state.outcome or {}
+        kind = outcome.get("kind")
+        if not arrived and kind is None:
+            return None
+        now = utcnow()
 
-    def _record_outcome(self, state: CallState) -> None:
-        outcome = state.outcome
-        if outcome is None:
-            return
-        with self.database.unit_of_work() as session:
-            row = session.scalar(
-                select(Call).where(
-                    Call.provider == PROVIDER, Call.provider_call_id == state.call_id
+        def send(pipe: redis.client.Pipeline) -> None:
+            if arrived:
+                cdr.append(pipe, "arrived", identity, now)
+            if kind == "queued":
+                cdr.append(pipe, "queued", identity, now, queue=str(outcome["queue"]))
+            elif kind in OUTCOMES:
+                cdr.append(pipe, "outcome", identity, now, outcome=OUTCOMES[kind])
+                if kind == "hung-up":
+                    cdr.append(pipe, "ended", identity, now)
+
+        return send
+
+    def _record_arrival_anyway(self, call: IncomingCall) -> None:
+        """The flow could not run, but the call still happened: keep its record."""
+        identity = cdr.CallIdentity(PROVIDER, call.call_sid, call.caller, call.called)
+        try:
+            cdr.append(self.store.redis, "arrived", identity, utcnow())
+        except Exception:
+            log.exception("could not record the call's arrival")
+
+    def _after_turn(self, state: CallState) -> None:
+        """Side effects of a turn beyond its TwiML and call-detail events."""
+        outcome = state.outcome or {}
+        if outcome.get("kind") == "voicemail" and outcome.get("recording"):
+            seconds = outcome.get("seconds")
+            try:  # a job keeps the recording (no SQL here); its failure must not reach the caller
+                enqueue_voicemail(
+                    self.store.redis,
+                    provider_call_id=state.call_id,
+                    recording_url=str(outcome["recording"]),
+                    duration_s=seconds if isinstance(seconds, int) else None,
                 )
-            )
-            if row is None:
-                return
-            kind = outcome.get("kind")
-            if kind == "queued" and row.queued_at is None:
-                row.queue, row.queued_at = str(outcome["queue"]), utcnow()
-            elif kind == "voicemail" and row.outcome is None:
-                row.outcome = Outcome.VOICEMAIL
-            elif kind == "transferred" and row.outcome is None:
-                row.outcome = Outcome.TRANSFERRED
-            elif kind == "hung-up" and row.outcome is None:
-                row.outcome, row.ended_at = Outcome.COMPLETED_IN_IVR, utcnow()
+            except Exception:
+                log.exception("could not hand the voicemail's recording to a job")

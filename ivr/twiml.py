@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from urllib.parse import quote
 
@@ -66,8 +67,25 @@ def _audio(target: VoiceResponse | Gather, audio: Audio, urls: Urls) -> None:
         target.play(urls.media(audio.source))
 
 
+RENDER_CACHE_SIZE = 4096
+"""Most turns repeat exactly (every new call's first turn, each menu prompt at a given step):
+keep their TwiML instead of building the same XML again on the webhook's hot path."""
+
+
 def render(actions: tuple[Action, ...], step: int, urls: Urls) -> str:
     """TwiML for one turn; `step` goes into every callback URL so replays can be recognised."""
+    try:
+        return _render_cached(actions, step, urls)
+    except TypeError:  # an action holding a dict (Enqueue's skills) is not hashable
+        return _render(actions, step, urls)
+
+
+@functools.lru_cache(maxsize=RENDER_CACHE_SIZE)
+def _render_cached(actions: tuple[Action, ...], step: int, urls: Urls) -> str:
+    return _render(actions, step, urls)
+
+
+def _render(actions: tuple[Action, ...], step: int, urls: Urls) -> str:
     response = VoiceResponse()
     for action in actions:
         if isinstance(action, Say | Play):

@@ -49,11 +49,69 @@ def _check_url_port(url: str) -> None:
         raise ValueError("the port in the URL must be a number from 0 to 65535") from None
 
 
+TWILIO_API_BASE = "https://api.twilio.com"
+"""Where Twilio's REST API lives; another base is for a regional edge or a local stand-in."""
+
+MAX_RECORDING_BYTES = 512 * 1024 * 1024
+"""Twilio's WAV is 16 KB/s: 512 MiB holds over eight hours, far more than any real call."""
+
+FETCH_RETRY_INTERVALS_S = (30, 120, 600, 1800, 3600)
+"""Growing pauses (about 1.7 h in all) between attempts to fetch a recording: they ride out a
+network blip or a Twilio incident without hammering it, and Twilio keeps the original."""
+
+
 class TwilioSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     account_sid: str | None = None
     auth_token: SecretStr | None = None
+    api_base: str = Field(
+        default=TWILIO_API_BASE,
+        description="Twilio's REST API; recordings are fetched and deleted only here",
+    )
+
+    @field_validator("api_base")
+    @classmethod
+    def _api_base_is_http(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("must be an http:// or https:// URL")
+        _check_url_port(value)
+        return value.rstrip("/")
+
+
+class RecordingSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    storage_dir: Path | None = Field(
+        default=None, description="where recordings are kept; default <data_dir>/recordings"
+    )
+    delete_from_twilio: bool = Field(
+        default=False, description="delete a recording from Twilio once Kokan has stored it"
+    )
+    max_bytes: int = Field(
+        default=MAX_RECORDING_BYTES, ge=1, description="a larger recording is refused"
+    )
+    fetch_retry_intervals_s: list[int] = Field(
+        default_factory=lambda: list(FETCH_RETRY_INTERVALS_S),
+        min_length=1,
+        max_length=20,
+        description="seconds before each retry of a failed fetch; one retry per entry",
+    )
+
+    @field_validator("fetch_retry_intervals_s")
+    @classmethod
+    def _intervals_not_negative(cls, value: list[int]) -> list[int]:
+        if any(interval < 0 for interval in value):
+            raise ValueError("retry intervals must be 0 or more seconds")
+        return value
+
+    @field_validator("max_bytes", mode="before")
+    @classmethod
+    def _no_bool_for_size(cls, value: Any) -> Any:
+        if isinstance(value, bool):
+            raise ValueError("must be a whole number, not true/false")
+        return value
 
 
 class QueueSettings(BaseModel):
@@ -97,6 +155,7 @@ class Settings(BaseModel):
     )
     queues: dict[str, QueueSettings] = Field(default_factory=dict)
     ivr: IvrSettings = IvrSettings()
+    recording: RecordingSettings = RecordingSettings()
 
     @field_validator("port", "web_workers", mode="before")
     @classmethod
@@ -163,6 +222,13 @@ class Settings(BaseModel):
     @property
     def resolved_data_dir(self) -> Path:
         return self.data_dir.expanduser().resolve()
+
+    @property
+    def recordings_dir(self) -> Path:
+        configured = self.recording.storage_dir
+        if configured is None:
+            return self.resolved_data_dir / "recordings"
+        return configured.expanduser().resolve()
 
     @property
     def effective_database_url(self) -> str:

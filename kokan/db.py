@@ -106,4 +106,5 @@ def import_models() -> None:
     """Register every mapped class on Base.metadata (for Alembic and for tests)."""
     import admin.models  # noqa: F401
     import ivr.models  # noqa: F401
+    import recording.models  # noqa: F401
     import tickets.models  # noqa: F401

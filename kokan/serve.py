@@ -41,6 +41,9 @@ from kokan.startup import (
 DEMO_ADMIN = "admin"
 CHILD_STOP_TIMEOUT_S = 20.0
 """rq finishes the job in hand on SIGTERM; gunicorn drains requests within its graceful timeout."""
+GROUP_GRACE_S = 3.0
+"""How long a child's leftover processes get to finish on their own, then after SIGTERM."""
+GROUP_POLL_S = 0.05
 WEB_READY_TIMEOUT_S = 30.0
 SUPERVISE_INTERVAL_S = 0.5
 METRICS_SUBDIR = "metrics"
@@ -74,17 +77,44 @@ class Child:
             self.asked = True
 
     def stop(self) -> None:
-        if self.process is None or self.process.poll() is not None:
+        if self.process is None:
             return
-        self.ask_to_stop()
-        try:
-            self.process.wait(CHILD_STOP_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            log.warning(
-                "%s did not stop within %.0f s; killing it", self.name, CHILD_STOP_TIMEOUT_S
-            )
-            self.process.kill()
-            self.process.wait()
+        if self.process.poll() is None:
+            self.ask_to_stop()
+            try:
+                self.process.wait(CHILD_STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                log.warning(
+                    "%s did not stop within %.0f s; killing it", self.name, CHILD_STOP_TIMEOUT_S
+                )
+                self.process.kill()
+                self.process.wait()
+        self._stop_group(self.process.pid)
+
+    def _stop_group(self, group: int) -> None:
+        """The child's own children (rq's scheduler and work horse, gunicorn's workers) share
+        its process group; none of them may outlive it."""
+        for stop_signal, grace in ((None, GROUP_GRACE_S), (signal.SIGTERM, GROUP_GRACE_S)):
+            if stop_signal is not None and not _signal_group(group, stop_signal):
+                return
+            deadline = time.monotonic() + grace
+            while time.monotonic() < deadline:
+                if not _signal_group(group, 0):
+                    return
+                time.sleep(GROUP_POLL_S)
+        log.warning("%s left processes behind; killing them", self.name)
+        _signal_group(group, signal.SIGKILL)
+
+
+def _signal_group(group: int, signum: int) -> bool:
+    """False when no process of the group is left."""
+    try:
+        os.killpg(group, signum)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 @dataclass

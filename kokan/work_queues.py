@@ -8,7 +8,10 @@ from rq import Queue
 DEFAULT_QUEUE = "default"
 """Short jobs that must not wait behind long conversions (outbound messages, self-checks)."""
 
-ALL_QUEUES = (DEFAULT_QUEUE,)
+RECORDINGS_QUEUE = "recordings"
+"""Downloads (and later conversions) of recordings: minutes each, so kept off the default queue."""
+
+ALL_QUEUES = (DEFAULT_QUEUE, RECORDINGS_QUEUE)
 """What `kokan worker` listens to, in priority order; later issues append their queues."""
 
 

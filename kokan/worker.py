@@ -3,21 +3,43 @@
 from __future__ import annotations
 
 import secrets
+import threading
 import time
 from typing import Any
 
 import redis
 from rq import Worker
 
+from kokan.db import Database
 from kokan.selfcheck import SELFCHECK_RESULT_TTL_S, selfcheck
 from kokan.work_queues import ALL_QUEUES, queue
+from tickets.cdr import CdrProjector
 
 SELFCHECK_POLL_S = 0.1
+PROJECTOR_STOP_S = 5.0
+"""The projector finishes the batch in hand (one SQL transaction) before the worker exits."""
 
 
-def run_worker(connection: redis.Redis, *, burst: bool = False) -> None:
-    worker = Worker(list(ALL_QUEUES), connection=connection)
-    worker.work(burst=burst, with_scheduler=True, logging_level="INFO")
+def run_worker(connection: redis.Redis, database: Database, *, burst: bool = False) -> None:
+    """rq jobs in the main thread; the call-detail projector beside them in a thread, so every
+    worker process also keeps the calls table up to date (consumer groups share the work)."""
+    projector = CdrProjector(connection, database)
+    if burst:
+        projector.drain()
+        Worker(list(ALL_QUEUES), connection=connection).work(burst=True, logging_level="INFO")
+        projector.drain()
+        return
+    stop = threading.Event()
+    thread = threading.Thread(
+        target=projector.run_forever, args=(stop,), name="cdr-projector", daemon=True
+    )
+    thread.start()
+    try:
+        worker = Worker(list(ALL_QUEUES), connection=connection)
+        worker.work(with_scheduler=True, logging_level="INFO")
+    finally:
+        stop.set()
+        thread.join(PROJECTOR_STOP_S)
 
 
 def check_worker(connection: redis.Redis, timeout_s: float) -> dict[str, Any] | None:

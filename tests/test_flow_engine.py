@@ -975,3 +975,28 @@ def test_the_same_event_on_the_same_state_gives_the_same_turn() -> None:
     first = engine.resume(turn.state, Input(digits="9"))
     second = engine.resume(turn.state, Input(digits="9"))
     assert first == second
+
+
+def test_call_state_json_holds_every_field_as_asdict_would() -> None:
+    import dataclasses
+
+    from ivr.engine import CallState, Frame
+
+    state = CallState(
+        call_id="CA1",
+        flow="main",
+        version=3,
+        caller="+819012345678",
+        called="+81312345678",
+        language="en",
+        node="menu",
+        step=4,
+        attempts=1,
+        variables={"order_id": "123456", "vip": True},
+        path=["welcome", "menu"],
+        stack=[Frame("main", 3, "after")],
+        outcome={"kind": "queued", "queue": "billing"},
+        survey="survey",
+    )
+    assert state.to_json() == dataclasses.asdict(state)
+    assert CallState.from_json(state.to_json()) == state

@@ -40,6 +40,7 @@ from kokan.config import QueueSettings, Settings, TwilioSettings
 from kokan.db import Database
 from tests.conftest import REPO_ROOT
 from tests.twilio_signing import SIGNATURE_HEADER, new_sid, twilio_signature
+from tickets.cdr import CdrProjector
 from tickets.models import Call
 
 FLOWS_DIR = REPO_ROOT / "flows"
@@ -227,7 +228,25 @@ def state_of(app: Flask, call_sid: str) -> CallState:
     return state
 
 
+_projector: CdrProjector | None = None
+"""Call-detail rows are written from the event stream; the helpers below project it first."""
+
+
+@pytest.fixture(autouse=True)
+def cdr_projector(redis_client: redis.Redis, database: Database) -> Iterator[CdrProjector]:
+    global _projector
+    _projector = CdrProjector(redis_client, database, consumer="tests")
+    yield _projector
+    _projector = None
+
+
+def _project() -> None:
+    assert _projector is not None, "the cdr_projector fixture is not active"
+    _projector.drain()
+
+
 def call_rows(database: Database, call_sid: str | None = None) -> list[Call]:
+    _project()
     with database.sessions() as session:
         query = select(Call)
         if call_sid is not None:
@@ -242,6 +261,7 @@ def redis_keys(client: redis.Redis, call_sid: str) -> list[bytes]:
 
 
 def count_calls(database: Database) -> int:
+    _project()
     with database.sessions() as session:
         return int(session.scalar(select(func.count()).select_from(Call)) or 0)
 

@@ -1,0 +1,240 @@
+"""Call-detail records fed from a Redis stream, so webhooks never wait for SQL.
+
+Drivers append small events (a call arrived, was queued, ended with an outcome) to one
+stream; projectors in `kokan worker` processes read it through a consumer group and
+upsert the `calls` table in batches. Every event carries the call's identity and parties,
+and applying one only fills fields that are still empty, so duplicates and any order of
+delivery give the same row.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+import socket
+import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, cast
+
+import redis
+from sqlalchemy import Table, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection
+
+from kokan.db import Database
+from tickets.models import Call, new_call_id
+
+STREAM = "kokan:cdr:events"
+"""One stream for every transport's call events; the ACD appends queue and answer events."""
+GROUP = "cdr-projector"
+STREAM_MAX_LEN = 1_000_000
+"""Events are projected within seconds; the cap only bounds memory if every projector is down."""
+BATCH = 500
+"""Events per read: large enough to amortise the SQL transaction, small enough to stay quick."""
+BLOCK_MS = 1_000
+"""How long a projector waits for new events before looking for abandoned ones."""
+RECLAIM_IDLE_MS = 30_000
+"""Events read by a projector that died are taken over after this long without an ack."""
+
+log = logging.getLogger(__name__)
+
+CALLS = cast(Table, Call.__table__)
+
+
+@dataclass(frozen=True)
+class CallIdentity:
+    provider: str
+    provider_call_id: str
+    from_number: str
+    to_number: str
+    channel: str = "voice"
+    direction: str = "inbound"
+
+
+def _ms(moment: dt.datetime) -> str:
+    return str(int(moment.timestamp() * 1000))
+
+
+def _moment(ms: str) -> dt.datetime:
+    return dt.datetime.fromtimestamp(int(ms) / 1000, dt.UTC)
+
+
+def event_fields(
+    kind: str, call: CallIdentity, at: dt.datetime, **extra: str | None
+) -> dict[str, str]:
+    fields = {
+        "type": kind,
+        "provider": call.provider,
+        "provider_call_id": call.provider_call_id,
+        "from": call.from_number,
+        "to": call.to_number,
+        "channel": call.channel,
+        "direction": call.direction,
+        "at": _ms(at),
+    }
+    fields.update({key: value for key, value in extra.items() if value is not None})
+    return fields
+
+
+def append(
+    client: redis.Redis | redis.client.Pipeline,
+    kind: str,
+    call: CallIdentity,
+    at: dt.datetime,
+    **extra: str | None,
+) -> None:
+    """Queue one event (on a pipeline, it goes out with the caller's other commands)."""
+    client.xadd(
+        STREAM,
+        event_fields(kind, call, at, **extra),  # type: ignore[arg-type]
+        maxlen=STREAM_MAX_LEN,
+        approximate=True,
+    )
+
+
+def _insert_ignoring_duplicates(connection: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
+    if connection.dialect.name == "postgresql":
+        connection.execute(
+            postgresql.insert(CALLS).on_conflict_do_nothing(
+                index_elements=["provider", "provider_call_id"]
+            ),
+            list(rows),
+        )
+    else:
+        connection.execute(sqlite.insert(CALLS).on_conflict_do_nothing(), list(rows))
+
+
+def apply(connection: Connection, events: Sequence[Mapping[str, str]]) -> None:
+    """Upsert each event's call, then fill the fields the event knows that are still empty."""
+    rows = {}
+    for event in events:
+        key = (event["provider"], event["provider_call_id"])
+        if key not in rows:
+            rows[key] = {
+                "call_id": new_call_id(),
+                "provider": event["provider"],
+                "provider_call_id": event["provider_call_id"],
+                "from_number": event.get("from", "")[:64],
+                "to_number": event.get("to", "")[:64],
+                "channel": event.get("channel", "voice"),
+                "direction": event.get("direction", "inbound"),
+                "arrived_at": _moment(event["at"]),
+            }
+    if rows:
+        _insert_ignoring_duplicates(connection, list(rows.values()))
+    for event in events:
+        match = (CALLS.c.provider == event["provider"]) & (
+            CALLS.c.provider_call_id == event["provider_call_id"]
+        )
+        at = _moment(event["at"])
+        if event["type"] == "arrived":
+            # a later event may have made the row first, without the parties or the real start
+            connection.execute(
+                update(CALLS).where(match, CALLS.c.arrived_at > at).values(arrived_at=at)
+            )
+            if event.get("from"):
+                connection.execute(
+                    update(CALLS)
+                    .where(match, CALLS.c.from_number == "")
+                    .values(from_number=event["from"][:64], to_number=event.get("to", "")[:64])
+                )
+            continue
+        if event["type"] == "queued":
+            connection.execute(
+                update(CALLS)
+                .where(match, CALLS.c.queued_at.is_(None))
+                .values(queued_at=at, queue=event.get("queue"))
+            )
+        elif event["type"] == "answered":
+            connection.execute(
+                update(CALLS).where(match, CALLS.c.answered_at.is_(None)).values(answered_at=at)
+            )
+        elif event["type"] == "outcome":
+            connection.execute(
+                update(CALLS)
+                .where(match, CALLS.c.outcome.is_(None))
+                .values(outcome=event.get("outcome"))
+            )
+        elif event["type"] == "ended":
+            connection.execute(
+                update(CALLS).where(match, CALLS.c.ended_at.is_(None)).values(ended_at=at)
+            )
+        else:
+            log.warning("unknown call event type %r ignored", event["type"])
+
+
+def _decoded(fields: Mapping[Any, Any]) -> dict[str, str]:
+    return {
+        (key.decode() if isinstance(key, bytes) else key): (
+            value.decode() if isinstance(value, bytes) else value
+        )
+        for key, value in fields.items()
+    }
+
+
+class CdrProjector:
+    """Reads the call event stream through a consumer group and writes the calls table."""
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        database: Database,
+        consumer: str | None = None,
+        reclaim_idle_ms: int = RECLAIM_IDLE_MS,
+    ) -> None:
+        self.redis = client
+        self.database = database
+        self.consumer = consumer or f"{socket.gethostname()}-{os.getpid()}"
+        self.reclaim_idle_ms = reclaim_idle_ms
+        self._group_ready = False
+
+    def _ensure_group(self) -> None:
+        if self._group_ready:
+            return
+        try:
+            self.redis.xgroup_create(STREAM, GROUP, id="0", mkstream=True)
+        except redis.ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+        self._group_ready = True
+
+    def run_once(self, block_ms: int | None = None) -> int:
+        """Project what is waiting (and what a dead projector left); return how many events."""
+        self._ensure_group()
+        entries: list[tuple[bytes, dict[bytes, bytes]]] = []
+        reclaimed = self.redis.xautoclaim(
+            STREAM, GROUP, self.consumer, min_idle_time=self.reclaim_idle_ms, count=BATCH
+        )
+        entries.extend(reclaimed[1])
+        if not entries:
+            answer = self.redis.xreadgroup(
+                GROUP, self.consumer, {STREAM: ">"}, count=BATCH, block=block_ms
+            )
+            for _stream, stream_entries in cast(list[Any], answer or []):
+                entries.extend(stream_entries)
+        if not entries:
+            return 0
+        events = [_decoded(fields) for _id, fields in entries if fields]
+        with self.database.engine.begin() as connection:
+            apply(connection, events)
+        self.redis.xack(STREAM, GROUP, *[entry_id for entry_id, _fields in entries])
+        return len(entries)
+
+    def drain(self) -> int:
+        """Project until nothing is waiting (tests and `kokan worker --burst`)."""
+        total = 0
+        while True:
+            done = self.run_once(block_ms=None)
+            if done == 0:
+                return total
+            total += done
+
+    def run_forever(self, stop: threading.Event) -> None:
+        while not stop.is_set():
+            try:
+                self.run_once(block_ms=BLOCK_MS)
+            except Exception:
+                log.exception("call-detail projection failed; retrying")
+                stop.wait(1.0)
