@@ -175,8 +175,7 @@ class CallState:
             "variables": dict(self.variables),
             "path": list(self.path),
             "stack": [
-                {"flow": f.flow, "version": f.version, "return_to": f.return_to}
-                for f in self.stack
+                {"flow": f.flow, "version": f.version, "return_to": f.return_to} for f in self.stack
             ],
             "outcome": dict(self.outcome) if self.outcome is not None else None,
             "survey": self.survey,

@@ -118,6 +118,16 @@ class VoiceService:
         token = logs.call_id_var.set(call_sid)
         try:
             log.warning("fallback voicemail recorded at %s", recording_url or "(no recording)")
+            if recording_url:
+                try:
+                    enqueue_voicemail(
+                        self.store.redis,
+                        provider_call_id=call_sid,
+                        recording_url=recording_url,
+                        duration_s=None,
+                    )
+                except Exception:
+                    log.exception("could not hand the fallback voicemail to a job")
             try:
                 identity = cdr.CallIdentity(PROVIDER, call_sid, "", "")
                 cdr.append(

@@ -12,7 +12,7 @@ import click
 
 from kokan import config as config_module
 from kokan import logs, migrate
-from kokan.config import ConfigError, LoadedConfig
+from kokan.config import CONFIG_ENV, ConfigError, LoadedConfig
 from kokan.db import Database
 from kokan.errors import KokanError
 from kokan.startup import StartupError, check_database, prepare_data_dir, require_migrated
@@ -109,6 +109,10 @@ def worker(ctx: click.Context, burst: bool, check: bool, timeout: float) -> None
     from kokan.worker import check_worker, run_worker
 
     loaded = _load(ctx)
+    state: CliState = ctx.ensure_object(CliState)
+    if state.config_file is not None:
+        # jobs load the configuration themselves (in rq's work horses): let them find this file
+        os.environ[CONFIG_ENV] = str(state.config_file.resolve())
     url = loaded.settings.redis_url
     if not url:
         _fail("redis_url: not set; `kokan worker` needs REDIS_URL")

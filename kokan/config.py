@@ -8,6 +8,7 @@ a bare validation dump.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,8 +16,18 @@ from typing import Any, Literal
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 from sqlalchemy.engine import make_url
+
+from acd.schemas import NAME_PATTERN, AgentConfig, Overflow, QueueConfig
 
 CONFIG_ENV = "KOKAN_CONFIG"
 """Names the config file; not a setting itself, so it is exempt from the unknown-key check."""
@@ -114,12 +125,24 @@ class RecordingSettings(BaseModel):
         return value
 
 
-class QueueSettings(BaseModel):
-    """A queue calls can be handed to; the ACD adds routing settings here."""
+class QueueSettings(QueueConfig):
+    """A queue calls can be handed to, with its routing (see acd.schemas.QueueConfig)."""
 
     model_config = ConfigDict(extra="forbid")
 
     description: str | None = None
+
+
+class AgentSettings(AgentConfig):
+    """An agent the ACD knows from the start (see acd.schemas.AgentConfig)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+def _check_names(kind: str, names: Iterator[str] | list[str]) -> None:
+    for name in names:
+        if not re.match(NAME_PATTERN, str(name)):
+            raise ValueError(f"{kind} name {name!r}: use letters, digits, '_', '.', '-' (up to 64)")
 
 
 class IvrSettings(BaseModel):
@@ -153,9 +176,55 @@ class Settings(BaseModel):
         le=5,
         description="proxies in front of Kokan whose X-Forwarded-* headers are believed",
     )
+    skills: dict[str, str | None] = Field(
+        default_factory=dict,
+        description="skill -> description; when any are listed, queues and agents may use only these",
+    )
     queues: dict[str, QueueSettings] = Field(default_factory=dict)
+    agents: dict[str, AgentSettings] = Field(default_factory=dict)
     ivr: IvrSettings = IvrSettings()
     recording: RecordingSettings = RecordingSettings()
+
+    @field_validator("skills")
+    @classmethod
+    def _skill_names(cls, value: dict[str, str | None]) -> dict[str, str | None]:
+        _check_names("skill", list(value))
+        return value
+
+    @field_validator("queues")
+    @classmethod
+    def _queues_refer_to_known(
+        cls, value: dict[str, QueueSettings], info: ValidationInfo
+    ) -> dict[str, QueueSettings]:
+        _check_names("queue", list(value))
+        catalog = info.data.get("skills") or {}
+        for name, queue in value.items():
+            if isinstance(queue.on_max_wait, Overflow) and queue.on_max_wait.queue not in value:
+                raise ValueError(f"{name}: overflow to unknown queue {queue.on_max_wait.queue!r}")
+            unknown = sorted(set(queue.skills) - set(catalog)) if catalog else []
+            if unknown:
+                raise ValueError(f"{name}: skills not listed under skills: {', '.join(unknown)}")
+        return value
+
+    @field_validator("agents")
+    @classmethod
+    def _agents_refer_to_known(
+        cls, value: dict[str, AgentSettings], info: ValidationInfo
+    ) -> dict[str, AgentSettings]:
+        _check_names("agent", list(value))
+        catalog = info.data.get("skills") or {}
+        queues = info.data.get("queues")
+        for agent_id, agent in value.items():
+            if queues is not None:
+                unknown = [queue for queue in agent.queues if queue not in queues]
+                if unknown:
+                    raise ValueError(f"{agent_id}: unknown queues: {', '.join(unknown)}")
+            unknown = sorted(set(agent.skills) - set(catalog)) if catalog else []
+            if unknown:
+                raise ValueError(
+                    f"{agent_id}: skills not listed under skills: {', '.join(unknown)}"
+                )
+        return value
 
     @field_validator("port", "web_workers", mode="before")
     @classmethod
@@ -453,6 +522,13 @@ def describe(loaded: LoadedConfig) -> list[str]:
                 continue
             if isinstance(value, SecretStr):
                 shown: Any = MASK
+            elif isinstance(value, dict):
+                shown = {
+                    key: item.model_dump(mode="json", exclude_defaults=True)
+                    if isinstance(item, BaseModel)
+                    else item
+                    for key, item in value.items()
+                }
             elif path in URL_PATHS and isinstance(value, str):
                 shown = mask_url(value)
             elif isinstance(value, Path):

@@ -8,6 +8,7 @@ reason; one it might fix raises, so that rq retries with growing pauses.
 
 from __future__ import annotations
 
+import datetime as dt
 import errno
 import logging
 from collections.abc import Iterator
@@ -33,6 +34,7 @@ from recording.errors import (
 from recording.models import Recording, RecordingStatus
 from recording.services import (
     PROVIDER_TWILIO,
+    enqueue_stalled,
     fetch_retry,
     link_call,
     recordings_queue,
@@ -50,6 +52,10 @@ DEFAULT_CONTENT_TYPE = "audio/wav"
 RETRYABLE_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504})
 """Answers that say "not now" rather than "never"."""
 DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
+"""A full disk or an exhausted quota: space can be freed, so the fetch is retried."""
+NOT_READY_GRACE = dt.timedelta(minutes=10)
+"""Twilio processes a recording after the call ("may not be ready right away"): a 404 this
+soon after the callback means not yet and is retried; later it means the recording is gone."""
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +68,7 @@ class _Target:
     status: str
     provider_deleted: bool
     call_sid: str
+    created_at: dt.datetime
 
 
 @contextmanager
@@ -100,6 +107,19 @@ def keep_twilio_voicemail(
         logs.call_id_var.reset(token)
 
 
+def requeue_stalled_fetches() -> list[int]:
+    """A periodic rq job (rq's cron): pending recordings whose fetch job was lost get a new one."""
+    job = get_current_job()
+    if job is None:
+        raise RuntimeError("requeue_stalled_fetches runs as an rq job (it enqueues on its Redis)")
+    with _job_context() as (settings, database):
+        return enqueue_stalled(
+            database,
+            recordings_queue(job.connection),
+            retry=fetch_retry(settings.recording.fetch_retry_intervals_s),
+        )
+
+
 def fetch_twilio_recording(recording_id: int) -> str:
     """The rq job that fetches one recording from Twilio into storage."""
     job = get_current_job()
@@ -132,14 +152,14 @@ def fetch_recording(
     try:
         if target.status == RecordingStatus.FAILED:
             log.info("recording %s failed earlier; fetch_again() retries it", recording_id)
-            return target.status
+            return RecordingStatus.FAILED.value
         if target.status == RecordingStatus.PENDING:
             try:
                 _fetch_and_store(target, settings, database, storage, http)
             except RecordingUnusable as exc:
                 _mark_failed(database, recording_id, exc.message)
                 log.warning("recording %s failed: %s", recording_id, exc.message)
-                return RecordingStatus.FAILED
+                return RecordingStatus.FAILED.value
             except FetchInterrupted as exc:
                 if last_attempt:
                     reason = f"gave up after the last retry: {exc.message}"
@@ -148,7 +168,7 @@ def fetch_recording(
                 raise
         if settings.recording.delete_from_twilio and not target.provider_deleted:
             _delete_at_twilio(target, settings, database, http)
-        return RecordingStatus.STORED
+        return RecordingStatus.STORED.value
     finally:
         logs.call_id_var.reset(token)
 
@@ -171,6 +191,7 @@ def _load(database: Database, recording_id: int) -> _Target | None:
             status=row.status,
             provider_deleted=row.provider_deleted_at is not None,
             call_sid=row.provider_call_id or "-",
+            created_at=row.created_at,
         )
 
 
@@ -196,7 +217,7 @@ def _fetch_and_store(
     key = key_for(target.recording_id, MEDIA_EXTENSION)
     with storage.staging() as temp:
         got = _download(http, target.ref.media_url(settings.twilio.api_base), auth, temp, settings)
-        _check_status(got.status_code)
+        _check_status(got.status_code, utcnow() - target.created_at)
         audio = read_wav_info(temp)
         try:
             storage.put(key, temp)
@@ -233,15 +254,17 @@ def _download(
             return http.download(url, auth, out, settings.recording.max_bytes)
     except requests.RequestException as exc:
         raise FetchInterrupted(
-            f"the download from Twilio broke off ({type(exc).__name__}); it will be retried"
+            f"the download from Twilio broke off ({type(exc).__name__})"
         ) from exc
     except OSError as exc:
         raise _storage_error(exc) from exc
 
 
-def _check_status(status: int) -> None:
+def _check_status(status: int, age: dt.timedelta) -> None:
     if status == 200:
         return
+    if status == 404 and age < NOT_READY_GRACE:
+        raise FetchInterrupted("Twilio has not finished processing the recording yet (HTTP 404)")
     if status in (401, 403):
         raise TwilioCredentialsRefused(
             f"Twilio refused the credentials (HTTP {status}): check twilio.account_sid and "
@@ -252,15 +275,13 @@ def _check_status(status: int) -> None:
             "Twilio has no such recording (HTTP 404): it was deleted or never finished"
         )
     if status in RETRYABLE_STATUSES:
-        raise FetchInterrupted(f"Twilio answered HTTP {status}; it will be retried")
+        raise FetchInterrupted(f"Twilio answered HTTP {status}")
     raise RecordingUnusable(f"Twilio answered HTTP {status} to the recording download")
 
 
 def _storage_error(exc: OSError) -> Exception:
     if exc.errno in DISK_FULL_ERRNOS:
-        return StorageFull(
-            "the recordings folder is full; Twilio keeps the original and the fetch is retried"
-        )
+        return StorageFull("the recordings folder is full (Twilio keeps the original)")
     return exc
 
 
@@ -292,14 +313,14 @@ def _delete_at_twilio(
     except requests.RequestException as exc:
         raise FetchInterrupted(
             f"deleting the recording at Twilio broke off ({type(exc).__name__}); "
-            "the stored file is kept and the deletion retried"
+            "the stored file is kept"
         ) from exc
     except TwilioNotConfigured as exc:
         log.error("recording %s stays at Twilio: %s", target.recording_id, exc.message)
         return
     status = int(response.status_code)
     if status in RETRYABLE_STATUSES:
-        raise FetchInterrupted(f"Twilio answered HTTP {status} to the deletion; it will be retried")
+        raise FetchInterrupted(f"Twilio answered HTTP {status} to the deletion")
     if status not in (200, 204, 404):
         log.error(
             "Twilio refused to delete recording %s (HTTP %s); its copy stays at Twilio",

@@ -30,6 +30,9 @@ from recording.twilio_urls import parse_recording_url
 from tickets.models import Call
 
 PROVIDER_TWILIO = "twilio"
+KEEP_VOICEMAIL_JOB = "recording.jobs.keep_twilio_voicemail"
+FETCH_JOB = "recording.jobs.fetch_twilio_recording"
+"""Jobs named by path: recording.jobs imports this module, and the web process needs only the name."""
 
 FETCH_JOB_TIMEOUT_S = 15 * 60
 """The largest allowed recording at a slow 1 MB/s downloads in under ten minutes."""
@@ -86,10 +89,8 @@ def enqueue_voicemail(
     Raises InvalidRecordingUrl at once, so a bad callback is refused rather than queued.
     """
     ref = parse_recording_url(recording_url, recording_sid)
-    from recording.jobs import keep_twilio_voicemail  # the job module pulls in HTTP and audio
-
     job: Job = queue(connection, DEFAULT_QUEUE).enqueue(
-        keep_twilio_voicemail,
+        KEEP_VOICEMAIL_JOB,
         provider_call_id,
         recording_url,
         ref.recording_sid,
@@ -166,10 +167,8 @@ def recordings_queue(connection: redis.Redis) -> Queue:
 
 
 def enqueue_fetch(queue: Queue, recording_id: int, retry: Retry | None = None) -> Job:
-    from recording.jobs import fetch_twilio_recording
-
     job: Job = queue.enqueue(
-        fetch_twilio_recording,
+        FETCH_JOB,
         recording_id,
         job_id=fetch_job_id(recording_id),
         retry=retry or fetch_retry(),

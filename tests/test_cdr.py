@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from typing import Any, cast
 
 import redis
 from sqlalchemy import select
@@ -78,7 +79,7 @@ def test_events_a_dead_projector_read_are_taken_over(
     dead = cdr.CdrProjector(redis_client, database, consumer="dead")
     dead._ensure_group()
     # the dead projector read the event and never acknowledged it
-    read = redis_client.xreadgroup(cdr.GROUP, "dead", {cdr.STREAM: ">"}, count=10)
+    read = cast(list[Any], redis_client.xreadgroup(cdr.GROUP, "dead", {cdr.STREAM: ">"}, count=10))
     assert read
     assert len(read[0][1]) == 1
     survivor = cdr.CdrProjector(redis_client, database, consumer="alive", reclaim_idle_ms=0)

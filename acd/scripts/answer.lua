@@ -1,0 +1,49 @@
+-- An agent answers an offered call. ARGV[5] call, [6] agent.
+-- The other agents of a ring-all offer are released in the same step.
+local cid, aid = ARGV[5], ARGV[6]
+local ck = key(K_CALL, cid)
+local c = hash(ck)
+if c.state == nil then
+  return fail('unknown-call', cid)
+elseif c.state == 'ended' then
+  return fail('call-ended', cid)
+elseif c.state == 'connected' then
+  if c.agent == aid then
+    return {'OK', 'duplicate', num(n(c.answered) - n(c.joined))}
+  end
+  return fail('already-answered', cid)
+elseif c.state ~= 'offered' then
+  return fail('not-offered', cid)
+end
+local agents = split(c.agents)
+local mine = false
+for _, other in ipairs(agents) do
+  if other == aid then
+    mine = true
+  end
+end
+if not mine then
+  return fail('not-offered', cid)
+end
+redis.call('HSET', ck, 'state', 'connected', 'agent', aid, 'agents', aid, 'answered', num(NOW))
+redis.call('ZREM', key(K_OFFERS), cid)
+redis.call('ZREM', key(K_MAXWAIT), cid)
+local ak = key(K_AGENT, aid)
+redis.call('HINCRBY', ak, 'offered', -1)
+redis.call('HINCRBY', ak, 'active', 1)
+if n(redis.call('HGET', ak, 'calls_day')) == DAY then
+  redis.call('HINCRBY', ak, 'calls', 1)
+else
+  redis.call('HSET', ak, 'calls_day', DAY, 'calls', 1)
+end
+local wait = NOW - n(c.joined)
+count(c.queue, 'answered')
+count(c.queue, 'answered_wait_ms', wait)
+emit('answer', {'call', cid, 'queue', c.queue, 'agent', aid, 'kind', c.kind, 'wait_ms', num(wait)})
+for _, other in ipairs(agents) do
+  if other ~= aid then
+    release(other, c.channel, cid, false)
+  end
+end
+reindex(aid)
+return {'OK', 'answered', num(wait)}
