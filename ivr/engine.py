@@ -19,6 +19,7 @@ import jmespath
 
 from ivr import model as m
 from ivr.expressions import Scope, evaluate
+from ivr.hours import is_open
 
 MAX_HOPS = 200
 """Nodes one turn may pass without waiting for the caller; more means a runaway loop."""
@@ -396,6 +397,12 @@ class Engine:
         if isinstance(node, m.HttpNode):
             return self._http(node, state)
         if isinstance(node, m.QueueNode):
+            if node.hours is not None and node.when_closed is not None:
+                hours = flow.hours.get(node.hours)
+                if hours is None:
+                    raise FlowRuntimeError(f"queue node uses unknown hours {node.hours!r}")
+                if not is_open(hours, self.environment.now(), flow.timezone):
+                    return node.when_closed
             actions.extend(self._render(node.prompt, state, flow))
             priority = node.priority
             if isinstance(priority, str):

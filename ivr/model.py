@@ -264,6 +264,18 @@ class QueueNode(Strict):
     priority: Number | str = Field(default=0, description="a number, or an expression")
     skills: dict[str, Annotated[Number, Field(ge=1, le=5)]] = Field(default_factory=dict)
     prompt: Prompt | None = None
+    hours: NodeName | None = Field(
+        default=None, description="this queue's own opening hours (a name under the flow's hours)"
+    )
+    when_closed: NodeName | None = Field(
+        default=None, description="where callers go while the queue's hours say closed"
+    )
+
+    @model_validator(mode="after")
+    def _closed_route(self) -> QueueNode:
+        if (self.hours is None) != (self.when_closed is None):
+            raise ValueError("hours and when_closed go together: where do callers go when closed?")
+        return self
 
 
 class VoicemailNode(Strict):
@@ -437,7 +449,7 @@ class Flow(Strict):
 def transitions(node: BaseModel) -> list[tuple[str, str]]:
     """(field, target) for every node this node can lead to."""
     found: list[tuple[str, str]] = []
-    for field in ("next", "on_failure", "on_error", "otherwise", "to"):
+    for field in ("next", "on_failure", "on_error", "otherwise", "to", "when_closed"):
         target = getattr(node, field, None)
         if isinstance(target, str) and not isinstance(node, TransferNode):
             found.append((field, target))

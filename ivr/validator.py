@@ -250,6 +250,12 @@ def _check_node(
         report((*base, "file"), f"prompt file {node.file!r} does not exist", at_value=True)
     if isinstance(node, m.QueueNode):
         _check_queue(node.queue, (*base, "queue"), context, report)
+        if node.hours is not None and node.hours not in flow.hours:
+            report(
+                (*base, "hours"),
+                f"node {name!r}: no hours named {node.hours!r} in this flow",
+                at_value=True,
+            )
     if isinstance(node, m.SubflowNode | m.SurveyNode) and node.flow not in context.known_flows:
         report(
             (*base, "flow"),

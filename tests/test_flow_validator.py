@@ -57,7 +57,7 @@ def test_the_example_flow_without_its_queues_is_refused(tmp_path: Path) -> None:
     with pytest.raises(FlowInvalid) as caught:
         check_file(REPO_ROOT / "flows" / "main.yaml", context, "flows/main.yaml")
     messages = [str(problem) for problem in caught.value.problems]
-    assert any(m.startswith("flows/main.yaml:25:10: unknown queue 'support'") for m in messages)
+    assert any(m.startswith("flows/main.yaml:29:10: unknown queue 'support'") for m in messages)
     assert any("unknown queue 'sales' (configured: billing)" in m for m in messages)
 
 
@@ -115,10 +115,10 @@ def test_a_misspelt_next_reports_the_region_it_cuts_off_once(context: CheckConte
     text = (REPO_ROOT / "flows" / "main.yaml").read_text()
     text = text.replace("next: choose_language", "next: choose_lang")
     found = flow_problems(text, dataclasses.replace(context, known_queues=None))
-    assert [(p.line, p.column) for p in found] == [(31, 11), (33, 3)]
+    assert [(p.line, p.column) for p in found] == [(35, 11), (37, 3)]
     assert found[0].message.endswith("goes to node 'choose_lang', which does not exist")
     assert found[1].message.startswith("node 'choose_language' can never be reached")
-    assert found[1].message.endswith("(nor can the 20 nodes it leads to)")
+    assert found[1].message.endswith("(nor can the 21 nodes it leads to)")
 
 
 def test_two_separate_unreachable_nodes_are_both_reported(context: CheckContext) -> None:
@@ -533,3 +533,23 @@ def test_runtime_expression_errors_are_expression_errors(main_flow: Flow) -> Non
     for expression in ("int('x')", "len(nothing)", "open('x')", "holiday('XX')", "1 / 0"):
         with pytest.raises(ExpressionError):
             evaluate(expression, scope(main_flow, AT))
+
+
+def test_a_queue_with_its_own_hours_names_hours_that_exist(context: CheckContext) -> None:
+    text = (
+        "start: a\nnodes:\n  a:\n    type: queue\n    queue: billing\n"
+        "    hours: billing_hours\n    when_closed: bye\n" + BYE
+    )
+    problem = only_problem(text, context)
+    assert (problem.line, problem.column) == (6, 12)
+    assert "no hours named 'billing_hours'" in problem.message
+
+
+def test_queue_hours_need_a_place_to_go_when_closed(context: CheckContext) -> None:
+    text = (
+        "start: a\nhours:\n  h: {weekly: {mon-fri: '09:00-17:00'}}\nnodes:\n  a:\n"
+        "    type: queue\n    queue: billing\n    hours: h\n"
+    )
+    with pytest.raises(FlowInvalid) as raised:
+        flow_problems(text, context)
+    assert "hours and when_closed go together" in str(raised.value)

@@ -455,10 +455,10 @@ def test_publish_versions_and_rollback(workspace: Path, fresh_database_url: Fres
     broken = kokan_in(workspace, "flows", "publish", "main", env=env)
     assert broken.returncode == 1
     assert problem_lines(broken.stdout) == [
-        ("flows/main.yaml", 60, 15, "node 'check_hours': no hours named 'offices' in this flow"),
+        ("flows/main.yaml", 64, 15, "node 'check_hours': no hours named 'offices' in this flow"),
         (
             "flows/main.yaml",
-            103,
+            107,
             12,
             "unknown queue 'accounting' (configured: billing, sales, support)",
         ),
