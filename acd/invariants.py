@@ -80,22 +80,30 @@ def check_state(client: redis.Redis, namespace: str = DEFAULT_NAMESPACE) -> list
             problems.append(f"agent {agent_id} has other work beside a voice call")
         skills = json.loads(agent.get("skills") or "{}")
         for queue in json.loads(agent.get("queues") or "[]"):
+            indexed = json.loads(_s(client.hget(keys.queue(queue), "skills_ix")) or "{}")
             for channel in CHANNELS:
-                want = _routable(agent, channel)
-                index_keys = [keys.avail(channel, queue)] + [
-                    keys.avail(channel, queue, skill, level) for skill, level in skills.items()
-                ]
-                for index in index_keys:
+                # the voice family holds the wholly free; the others those who can
+                # take one more of their channel but no voice call (see lib.lua)
+                free = _routable(agent, channel) and (
+                    channel == "voice" or not _routable(agent, "voice")
+                )
+                expected = {keys.avail(channel, queue): free} | {
+                    keys.avail(channel, queue, skill, level): free and skill in indexed
+                    for skill, level in skills.items()
+                }
+                for index, want in expected.items():
                     present = client.zscore(index, agent_id) is not None
                     if present != want:
                         problems.append(
                             f"agent {agent_id} {'in' if present else 'missing from'} {index}"
                         )
+    in_line: dict[str, set[str]] = defaultdict(set)
     for call_id in _members(client, keys.offers):
         call = {_s(k): _s(v) for k, v in client.hgetall(keys.call(call_id)).items()}
         if call.get("state") != "offered":
             problems.append(f"offer of {call_id} left in state {call.get('state')}")
             continue
+        in_line[call["queue"]].add(call_id)
         for agent_id in call.get("agents", "").split(","):
             if call_id not in calls_held.get(agent_id, []):
                 problems.append(f"call {call_id} offered to {agent_id}, who does not hold it")
@@ -105,6 +113,13 @@ def check_state(client: redis.Redis, namespace: str = DEFAULT_NAMESPACE) -> list
             state, call_queue = (_s(v) for v in fields)
             if state != "waiting" or call_queue != queue:
                 problems.append(f"call {call_id} in line for {queue} but {state} in {call_queue}")
+            in_line[queue].add(call_id)
+        described = {_s(c) for c in cast("list[bytes]", client.hkeys(keys.reqs(queue)))}
+        if described != in_line[queue]:
+            problems.append(
+                f"{queue}: routing lines for {sorted(described - in_line[queue])[:5]} "
+                f"left over, missing for {sorted(in_line[queue] - described)[:5]}"
+            )
     return problems
 
 

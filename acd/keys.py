@@ -20,7 +20,11 @@ AGENTS = "agents"
 QUEUES = "queues"
 """ZSET queue -> queue priority, so routing serves higher-priority queues first."""
 AGENT = "agent:"
-"""HASH per agent (suffix: id): configuration and live state, read and written by scripts."""
+"""HASH per agent (suffix: id): live state, plus the skills, queues and capacities that
+decide where they are indexed; read whole by every script that changes the agent."""
+PROFILE = "profile:"
+"""HASH per agent: skill levels (sk:<skill>), weight, contact, name, order; kept out of
+the state hash so the hot read of an agent stays small."""
 TASKS = "tasks:"
 """SET per agent (suffix: id): the calls offered to or held by the agent."""
 QUEUE = "queue:"
@@ -28,10 +32,15 @@ QUEUE = "queue:"
 MEMBERS = "members:"
 """ZSET per queue (suffix: name): agent -> position, for fixed order and round-robin."""
 AVAIL = "avail:"
-"""ZSET per channel:queue[:skill:level]: agents free for that channel now, scored by the
-queue's strategy; the candidate index, so a decision reads matching agents only."""
+"""ZSET per mode:queue and mode:queue:skill:level: the candidate index, agents free now,
+scored by the queue's strategy, so a decision reads matching agents only. Mode "voice"
+holds the wholly free; "chat" / "sms" those with room for one more of that channel but
+not for a voice call (see modes_of in scripts/lib.lua)."""
 WAITING = "waiting:"
 """ZSET per queue: waiting call -> place in line (priority, then arrival)."""
+REQS = "reqs:"
+"""HASH per queue: call -> what routing needs of it (channel, times, preferred agent,
+skills) in one string, so a decision reads a whole chunk of the line in one HMGET."""
 SINCE = "since:"
 """ZSET per queue: waiting call -> join time, so the longest wait is one read."""
 STATS = "stats:"
@@ -53,11 +62,13 @@ LUA_SUFFIXES = {
     "K_AGENTS": AGENTS,
     "K_QUEUES": QUEUES,
     "K_AGENT": AGENT,
+    "K_PROFILE": PROFILE,
     "K_TASKS": TASKS,
     "K_QUEUE": QUEUE,
     "K_MEMBERS": MEMBERS,
     "K_AVAIL": AVAIL,
     "K_WAITING": WAITING,
+    "K_REQS": REQS,
     "K_SINCE": SINCE,
     "K_STATS": STATS,
     "K_CALL": CALL,
@@ -120,6 +131,9 @@ class Keys:
     def agent(self, agent_id: str) -> str:
         return self.prefix + AGENT + agent_id
 
+    def profile(self, agent_id: str) -> str:
+        return self.prefix + PROFILE + agent_id
+
     def tasks(self, agent_id: str) -> str:
         return self.prefix + TASKS + agent_id
 
@@ -135,6 +149,9 @@ class Keys:
 
     def waiting(self, queue: str) -> str:
         return self.prefix + WAITING + queue
+
+    def reqs(self, queue: str) -> str:
+        return self.prefix + REQS + queue
 
     def since(self, queue: str) -> str:
         return self.prefix + SINCE + queue

@@ -27,16 +27,19 @@ DAY_SCORE_SPAN = 10**10
 """Day number x 10^10 + today's count (or talk ms, < 8.64e7): an agent whose count is
 from an earlier day ranks as having none today, without a midnight job."""
 
-CALL_SCAN_LIMIT = 200
-"""Waiting calls one decision looks at past the head when the head calls cannot be served
-(skills nobody free has, a preferred agent still busy); identical requirements are
-remembered, so most of these cost one hash read."""
-CALL_SCAN_CHUNK = 20
-"""Calls read from the line per step of that scan; the head usually decides."""
+CALL_SCAN_LIMIT = 100
+"""Waiting calls one decision looks at when the head calls cannot be served (skills
+nobody free has, a preferred agent still busy); a call deeper in line waits for the
+next decision after those ahead are served, relax, or leave. Identical requirements are
+remembered, so most of these cost a little Lua and no Redis read of their own."""
+CALL_SCAN_HEAD = 4
+"""Calls read in the first step: the head of the line usually decides."""
+CALL_SCAN_CHUNK = 24
+"""Calls read per later step (one ZRANGE and one HMGET of their routing lines)."""
 
-WALK_CHUNK = 8
+WALK_CHUNK = 2
 """Candidates read per index per step; the first fitting agent is usually among them."""
-WALK_LIMIT = 500
+WALK_LIMIT = 250
 """Candidates checked for a call's secondary skills before giving up on that call for
 this decision; keeps the worst case bounded when a rare combination is asked for."""
 
@@ -68,6 +71,7 @@ LUA_CONSTANTS = {
     "AUTO_POSITION_BASE": AUTO_POSITION_BASE,
     "DAY_SCORE_SPAN": DAY_SCORE_SPAN,
     "CALL_SCAN_LIMIT": CALL_SCAN_LIMIT,
+    "CALL_SCAN_HEAD": CALL_SCAN_HEAD,
     "CALL_SCAN_CHUNK": CALL_SCAN_CHUNK,
     "WALK_CHUNK": WALK_CHUNK,
     "WALK_LIMIT": WALK_LIMIT,

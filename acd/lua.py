@@ -8,6 +8,7 @@ NOSCRIPT (after a restart or a failover), so a restarted Redis needs nothing fro
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache
@@ -66,6 +67,32 @@ def constants() -> dict[str, object]:
     }
 
 
+_FUNCTION = re.compile(r"^local function (\w+)\(", re.MULTILINE)
+
+
+def shake(library: str, body: str) -> str:
+    """The library with only the functions `body` uses, directly or through each other.
+    Each run of a script builds every local function of its text again, which costs
+    more than many of the Redis commands it then runs."""
+    starts = [(match.start(), match.group(1)) for match in _FUNCTION.finditer(library)]
+    if not starts:
+        return library
+    blocks = {
+        name: library[start : starts[i + 1][0] if i + 1 < len(starts) else len(library)]
+        for i, (start, name) in enumerate(starts)
+    }
+    needed: set[str] = set()
+    pending = [body]
+    while pending:
+        text = pending.pop()
+        for name, block in blocks.items():
+            if name not in needed and re.search(rf"\b{name}\b", text):
+                needed.add(name)
+                pending.append(block)
+    preamble = library[: starts[0][0]]
+    return preamble + "".join(block for name, block in blocks.items() if name in needed)
+
+
 def _read(name: str) -> str:
     return resources.files("acd").joinpath("scripts", name).read_text(encoding="utf-8")
 
@@ -73,7 +100,9 @@ def _read(name: str) -> str:
 @cache
 def source(name: str) -> str:
     """The full text Redis runs for one script."""
-    return "\n".join((header(constants()), _read(LIBRARY), f"-- {name}.lua", _read(f"{name}.lua")))
+    body = _read(f"{name}.lua")
+    library = shake(_read(LIBRARY), body)
+    return "\n".join((header(constants()), library, f"-- {name}.lua", body))
 
 
 @dataclass(frozen=True)

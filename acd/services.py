@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import random
 from collections.abc import Iterable, Mapping, Sequence
+from functools import lru_cache
 from typing import Any, TypeVar
 
 import redis
@@ -55,8 +56,9 @@ from acd.schemas import (
     ToVoicemail,
 )
 
-SEED_MAX = 2**31 - 2
-"""The scripts' Park-Miller generator takes seeds 1..2^31-2."""
+NAME_CACHE_SIZE = 65_536
+"""Queue and agent names seen recently, already checked: routing names the same few
+hundred names over and over, and a pydantic check per call costs more than Redis."""
 ROUTE_MAX_ROUNDS = 100
 """Routing scripts per service call at most (x ROUTE_MAX_OFFERS offers); the next tick
 carries on, so one caller never spins on a floor of thousands of free agents."""
@@ -91,11 +93,19 @@ def _validated(model: type[_Model], **data: Any) -> _Model:
         raise _invalid(exc) from None
 
 
-def _checked(adapter: TypeAdapter[str], value: str, what: str) -> str:
+@lru_cache(maxsize=NAME_CACHE_SIZE)
+def _is_valid(adapter: TypeAdapter[str], value: str) -> bool:
     try:
-        return adapter.validate_python(value)
+        adapter.validate_python(value)
     except ValidationError:
-        raise AcdInvalidInput(f"{what}: not a valid name: {value!r}") from None
+        return False
+    return True
+
+
+def _checked(adapter: TypeAdapter[str], value: str, what: str) -> str:
+    if not isinstance(value, str) or not _is_valid(adapter, value):
+        raise AcdInvalidInput(f"{what}: not a valid name: {value!r}")
+    return value
 
 
 def _offers(raw: Sequence[Any]) -> tuple[Offer, ...]:
@@ -136,12 +146,8 @@ class AcdService:
 
     def _run(self, script: Script, *args: str | int) -> list[Any]:
         now = "" if self.clock is None else str(int(self.clock()))
-        common: list[str | int] = [
-            self.keys.prefix,
-            now,
-            self.rng.randint(1, SEED_MAX),
-            self.day_offset_ms,
-        ]
+        seed = self.rng.getrandbits(30) + 1  # within the scripts' Park-Miller 1..2^31-2
+        common: list[str | int] = [self.keys.prefix, now, seed, self.day_offset_ms]
         reply = _text(script(keys=[self.keys.anchor], args=[*common, *args]))
         if reply[0] == "E":
             raise_for(reply[1], reply[2])
@@ -282,17 +288,22 @@ class AcdService:
         offers = _offers(reply)
         return offers[0] if offers else None
 
-    def route(self, queues: Iterable[str] | None = None) -> tuple[Offer, ...]:
+    def route(
+        self, queues: Iterable[str] | None = None, limit: int | None = None
+    ) -> tuple[Offer, ...]:
         """Offer waiting calls to free agents in these queues (all when None), higher
-        queue priority first, until one side runs out."""
+        queue priority first, until one side runs out (or `limit` offers are made)."""
         names = [_checked(_name, queue, "queue") for queue in queues] if queues is not None else []
         if queues is not None and not names:
             return ()
         made: list[Offer] = []
         for _round in range(ROUTE_MAX_ROUNDS):
-            batch = _offers(self._run(self.scripts.route, ROUTE_MAX_OFFERS, *names))
+            most = ROUTE_MAX_OFFERS if limit is None else min(ROUTE_MAX_OFFERS, limit - len(made))
+            if most <= 0:
+                break
+            batch = _offers(self._run(self.scripts.route, most, *names))
             made.extend(batch)
-            if len(batch) < ROUTE_MAX_OFFERS:
+            if len(batch) < most:
                 break
         return tuple(made)
 
@@ -363,15 +374,17 @@ class AcdService:
         agent_id = _checked(_name, agent_id, "agent")
         pipe = self.redis.pipeline(transaction=False)
         pipe.hgetall(self.keys.agent(agent_id))
+        pipe.hgetall(self.keys.profile(agent_id))
         pipe.smembers(self.keys.tasks(agent_id))
-        raw, tasks = pipe.execute()
+        raw, raw_profile, tasks = pipe.execute()
         if not raw:
             raise UnknownAgent(f"no agent named {agent_id!r}")
         a = {_text(k): _text(v) for k, v in raw.items()}
+        profile = {_text(k): _text(v) for k, v in raw_profile.items()}
         day = self._today()
         return AgentView(
             agent_id=agent_id,
-            name=a.get("name") or None,
+            name=profile.get("name") or None,
             status=a["status"],
             presence=a["presence"],
             reason=a.get("reason", ""),
@@ -385,7 +398,7 @@ class AcdService:
             calls_today=int(a.get("calls", 0)) if int(a.get("calls_day", -1)) == day else 0,
             talk_ms_today=int(a.get("talk_ms", 0)) if int(a.get("talk_day", -1)) == day else 0,
             tasks=sorted(_text(t) for t in tasks),
-            contact=json.loads(a.get("contact") or "{}"),
+            contact=json.loads(profile.get("contact") or "{}"),
         )
 
     def _today(self) -> int:

@@ -234,6 +234,20 @@ def test_queue_settings_that_cannot_work_are_refused() -> None:
         AgentConfig.model_validate({"capacity": {"voice": 2}})
 
 
+def test_today_starts_at_the_local_midnight(redis_client: redis.Redis) -> None:
+    clock = ManualClock(1_767_193_200_000 - 60_000)  # 2025-12-31T23:59 in Tokyo (14:59Z)
+    tokyo = AcdService(redis_client, clock=clock, rng=random.Random(1), day_offset_minutes=540)
+    tokyo.put_queue("q", QueueConfig(wrapup_seconds=0))
+    tokyo.put_agent("a", AgentConfig(queues=["q"]))
+    tokyo.set_status("a", "available")
+    tokyo.join("c1", "q")
+    tokyo.answer("c1", "a")
+    tokyo.hangup("c1")
+    assert tokyo.agent("a").calls_today == 1
+    clock.advance(60)  # midnight in Tokyo, 15:00 in UTC
+    assert tokyo.agent("a").calls_today == 0
+
+
 def test_a_redis_restart_loses_no_scripts(acd: AcdService, clock: ManualClock) -> None:
     """A restarted (or failed-over) Redis has no scripts loaded; the service loads them
     again by itself on NOSCRIPT."""

@@ -110,6 +110,19 @@ def test_a_flow_adds_its_own_skill_levels(acd: AcdService, clock: ManualClock) -
     assert agents_of(joined.offers) == [("c2", ("idle-longest",))]
 
 
+def test_calls_the_free_agents_cannot_serve_do_not_block_the_line(
+    acd: AcdService, clock: ManualClock
+) -> None:
+    queue(acd)
+    agent(acd, "generalist", available=False, skills={"network": 2})
+    for i in range(30):  # a long head of calls needing an expert nobody free is
+        acd.join(f"expert-{i}", "q", skills={"network": 5})
+    acd.join("easy", "q", skills={"network": 1})
+    offers = acd.set_status("generalist", "available")
+    assert agents_of(offers) == [("easy", ("generalist",))]
+    assert acd.call("expert-0").position == 1
+
+
 def test_a_preferred_agent_gets_the_first_chance(acd: AcdService, clock: ManualClock) -> None:
     queue(acd, preferred_agent_wait_seconds=30)
     agent(acd, "other")

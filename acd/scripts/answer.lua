@@ -28,13 +28,16 @@ end
 redis.call('HSET', ck, 'state', 'connected', 'agent', aid, 'agents', aid, 'answered', num(NOW))
 redis.call('ZREM', key(K_OFFERS), cid)
 redis.call('ZREM', key(K_MAXWAIT), cid)
-local ak = key(K_AGENT, aid)
-redis.call('HINCRBY', ak, 'offered', -1)
-redis.call('HINCRBY', ak, 'active', 1)
-if n(redis.call('HGET', ak, 'calls_day')) == DAY then
-  redis.call('HINCRBY', ak, 'calls', 1)
+delist(cid, c.queue)
+local a = hash(key(K_AGENT, aid))
+local w = {}
+set(a, w, 'offered', n(a.offered) - 1)
+set(a, w, 'active', n(a.active) + 1)
+if n(a.calls_day) == DAY then
+  set(a, w, 'calls', n(a.calls) + 1)
 else
-  redis.call('HSET', ak, 'calls_day', DAY, 'calls', 1)
+  set(a, w, 'calls_day', DAY)
+  set(a, w, 'calls', 1)
 end
 local wait = NOW - n(c.joined)
 count(c.queue, 'answered')
@@ -45,5 +48,5 @@ for _, other in ipairs(agents) do
     release(other, c.channel, cid, false)
   end
 end
-reindex(aid)
+settle(aid, a, w)
 return {'OK', 'answered', num(wait)}

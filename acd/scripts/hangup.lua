@@ -14,29 +14,31 @@ end
 local cfg = queue_cfg(c.queue) or {wrapup_seconds = 0, short_abandon_seconds = 0}
 if c.state == 'connected' then
   local aid = c.agent
-  local ak = key(K_AGENT, aid)
+  local a = hash(key(K_AGENT, aid))
+  local w = {}
   local talk = NOW - n(c.answered)
   redis.call('SREM', key(K_TASKS, aid), cid)
-  redis.call('HINCRBY', ak, 'load:' .. c.channel, -1)
-  local active = redis.call('HINCRBY', ak, 'active', -1)
-  if n(redis.call('HGET', ak, 'talk_day')) == DAY then
-    redis.call('HINCRBY', ak, 'talk_ms', talk)
+  set(a, w, 'load:' .. c.channel, n(a['load:' .. c.channel]) - 1)
+  set(a, w, 'active', n(a.active) - 1)
+  if n(a.talk_day) == DAY then
+    set(a, w, 'talk_ms', num(n(a.talk_ms) + talk))
   else
-    redis.call('HSET', ak, 'talk_day', DAY, 'talk_ms', num(talk))
+    set(a, w, 'talk_day', DAY)
+    set(a, w, 'talk_ms', num(talk))
   end
-  finish(cid, 'completed')
+  finish(cid, c.queue, 'completed')
   count(c.queue, 'completed')
   count(c.queue, 'talk_ms', talk)
   emit('end', {'call', cid, 'queue', c.queue, 'agent', aid, 'result', 'completed', 'talk_ms', num(talk)})
   if c.channel == 'voice' and cfg.wrapup_seconds > 0 then
     local untl = num(NOW + cfg.wrapup_seconds * 1000)
-    redis.call('HSET', ak, 'wrap_until', untl)
+    set(a, w, 'wrap_until', untl)
     redis.call('ZADD', key(K_WRAPUPS), untl, aid)
     emit('wrap-up', {'agent', aid, 'call', cid, 'until', untl})
-  elseif active == 0 then
-    redis.call('HSET', ak, 'idle_since', num(NOW))
+  elseif n(a.active) == 0 then
+    set(a, w, 'idle_since', num(NOW))
   end
-  reindex(aid)
+  settle(aid, a, w)
   return {'OK', 'completed', aid, queues_of({aid})}
 end
 if c.kind == 'callback' and c.state == 'waiting' and mode == 'hangup' then
@@ -53,13 +55,13 @@ else
 end
 local wait = NOW - n(c.joined)
 if mode == 'cancel' or c.kind == 'callback' then
-  finish(cid, 'cancelled')
+  finish(cid, c.queue, 'cancelled')
   count(c.queue, 'cancelled')
   emit('end', {'call', cid, 'queue', c.queue, 'agent', c.agents, 'result', 'cancelled', 'wait_ms', num(wait)})
   return {'OK', 'cancelled', c.agents, queues_of(agents)}
 end
 local short = wait < cfg.short_abandon_seconds * 1000
-finish(cid, short and 'short-abandon' or 'abandoned')
+finish(cid, c.queue, short and 'short-abandon' or 'abandoned')
 if short then
   count(c.queue, 'short_abandoned')
   count(c.queue, 'short_abandoned_wait_ms', wait)

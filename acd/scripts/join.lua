@@ -13,6 +13,7 @@ if state == 'ended' then
 elseif state then
   return fail('call-exists', cid)
 end
+index_skills(q, cjson.decode(ARGV[8]))
 local priority = tonumber(ARGV[7])
 local seq = redis.call('INCR', key(K_SEQ))
 local order = num(place(priority, seq))
@@ -26,6 +27,8 @@ redis.call('HSET', ck, 'state', 'waiting', 'queue', q, 'channel', ARGV[9], 'prio
   'kind', 'call', 'callback', '', 'agents', '', 'attempts', 0)
 redis.call('EXPIRE', ck, CALL_TTL_S)
 enter_line(cid, q, order, num(NOW))
+enlist(cid, q, {channel = ARGV[9], queued = num(NOW), pref = pref, pref_until = num(pref_until),
+  simple = ARGV[11], skills = ARGV[8]})
 if cfg.max_wait_seconds then
   redis.call('ZADD', key(K_MAXWAIT), num(NOW + cfg.max_wait_seconds * 1000), cid)
 end

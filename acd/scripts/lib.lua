@@ -1,5 +1,9 @@
 -- Shared by every ACD script. The loader (acd/lua.py) puts the constants from
--- acd/keys.py and acd/limits.py above this file and the script's own body below it.
+-- acd/keys.py and acd/limits.py above this file, keeps only the functions a script
+-- uses, and puts the script's own body below it.
+--
+-- Keys are built from the prefix, which carries the ACD's hash tag: every key a script
+-- touches is in the same Redis Cluster slot as the anchor key it is sent with (KEYS[1]).
 --
 -- ARGV[1] key prefix (hash-tagged), ARGV[2] now in ms ('' = the Redis server's clock,
 -- one clock for every process), ARGV[3] random seed 1..2^31-2, ARGV[4] local day's
@@ -134,88 +138,169 @@ local function score(a, id, q, strategy)
   return n(redis.call('ZSCORE', key(K_MEMBERS, q), id))
 end
 
-local function unindex(id, queues, skills)
-  for _, q in ipairs(queues) do
-    for _, c in ipairs(CHANNELS) do
-      local base = avail_key(c, q)
-      redis.call('ZREM', base, id)
+-- The candidate index has one family of sorted sets per mode. 'voice' holds the agents
+-- free for a voice call (so wholly idle); 'chat' and 'sms' hold those who can take one
+-- more of that channel but no voice call (busy with digital work already, or without
+-- voice capacity). A chat is offered from 'voice' and 'chat' together. So an idle
+-- agent sits in one family only, and an offer takes them out of (queues x skills + 1)
+-- sets rather than three times as many.
+local function modes_of(a)
+  if routable(a, 'voice') then
+    return {'voice'}
+  end
+  local out = {}
+  for _, c in ipairs(CHANNELS) do
+    if c ~= 'voice' and routable(a, c) then
+      out[#out + 1] = c
+    end
+  end
+  return out
+end
+
+local function set(a, writes, field, value)
+  a[field] = value
+  writes[#writes + 1] = field
+  writes[#writes + 1] = value
+end
+
+-- The index entries the agent should have now, as {suffix -> score}: for each queue
+-- and mode, the queue's set and one set per skill the queue indexes ('skills_ix':
+-- its own required skills and any a call has asked for there) at the agent's level.
+local function entries_of(a, id, modes)
+  local want = {}
+  if #modes == 0 then
+    return want
+  end
+  local skills = cjson.decode(a.skills)
+  for _, q in ipairs(cjson.decode(a.queues)) do
+    local meta = redis.call('HMGET', key(K_QUEUE, q), 'strategy', 'skills_ix')
+    local s = num(score(a, id, q, meta[1]))
+    local indexed = cjson.decode(meta[2] or '{}')
+    for _, mode in ipairs(modes) do
+      local base = K_AVAIL .. mode .. ':' .. q
+      want[base] = s
       for skill, level in pairs(skills) do
-        redis.call('ZREM', base .. ':' .. skill .. ':' .. level, id)
+        if indexed[skill] then
+          want[base .. ':' .. skill .. ':' .. level] = s
+        end
       end
     end
+  end
+  return want
+end
+
+-- 'ix' lists the entries last written ("suffix=score ..."), so taking an agent out of
+-- the index needs neither their configuration nor any queue's.
+local function parse_ix(ix)
+  local have = {}
+  for suffix, s in string.gmatch(ix or '', '(%S+)=(%S+)') do
+    have[suffix] = s
+  end
+  return have
+end
+
+local function unindex(id, ix)
+  for suffix, _ in pairs(parse_ix(ix)) do
+    redis.call('ZREM', P .. suffix, id)
   end
 end
 
--- Put the agent in (or take them out of) every candidate index they belong to, with
--- fresh scores, and append a status event if what a supervisor sees has changed.
--- Called after every change to an agent, so the index always equals `routable`.
-local function reindex(id)
-  local k = key(K_AGENT, id)
-  local a = hash(k)
-  if a.presence == nil then
-    return nil
-  end
-  local queues = cjson.decode(a.queues)
-  local skills = cjson.decode(a.skills)
-  local ok = {}
-  for _, c in ipairs(CHANNELS) do
-    ok[c] = routable(a, c)
-  end
-  for _, q in ipairs(queues) do
-    local s = nil
-    for _, c in ipairs(CHANNELS) do
-      local base = avail_key(c, q)
-      if ok[c] then
-        if s == nil then
-          s = num(score(a, id, q, redis.call('HGET', key(K_QUEUE, q), 'strategy')))
-        end
-        redis.call('ZADD', base, s, id)
-        for skill, level in pairs(skills) do
-          redis.call('ZADD', base .. ':' .. skill .. ':' .. level, s, id)
-        end
-      else
-        redis.call('ZREM', base, id)
-        for skill, level in pairs(skills) do
-          redis.call('ZREM', base .. ':' .. skill .. ':' .. level, id)
-        end
-      end
+-- After a change to an agent (already made in `a`, the hash as read, and listed in
+-- `writes`): put them in, or take them out of, the candidate indexes they belong to
+-- now, writing only the entries that differ; append a status event if what a
+-- supervisor sees has changed; write the agent back in one HSET. Every change to an
+-- agent ends here, so the index always equals `routable`.
+local function settle(id, a, writes)
+  local want = entries_of(a, id, modes_of(a))
+  local have = parse_ix(a.ix)
+  local parts = {}
+  for suffix, s in pairs(want) do
+    if have[suffix] ~= s then
+      redis.call('ZADD', P .. suffix, s, id)
     end
+    parts[#parts + 1] = suffix .. '=' .. s
+  end
+  for suffix, _ in pairs(have) do
+    if want[suffix] == nil then
+      redis.call('ZREM', P .. suffix, id)
+    end
+  end
+  table.sort(parts)
+  local ix = table.concat(parts, ' ')
+  if ix ~= (a.ix or '') then
+    set(a, writes, 'ix', ix)
   end
   local status = status_of(a)
   local reason = a.reason or ''
   local shown = status .. '|' .. a.presence .. '|' .. reason
   if shown ~= a.shown then
-    if status ~= a.status then
-      redis.call('HSET', k, 'status', status, 'since', num(NOW), 'shown', shown)
-    else
-      redis.call('HSET', k, 'shown', shown)
-    end
     emit('status', {'agent', id, 'from', a.status or '', 'to', status, 'presence', a.presence, 'reason', reason})
+    if status ~= a.status then
+      set(a, writes, 'status', status)
+      set(a, writes, 'since', num(NOW))
+    end
+    set(a, writes, 'shown', shown)
+  end
+  if #writes > 0 then
+    redis.call('HSET', key(K_AGENT, id), unpack(writes))
   end
   return a
 end
 
+-- Settle an agent whose hash was changed directly (configuration, strategy change).
+local function reindex(id)
+  local a = hash(key(K_AGENT, id))
+  if a.presence == nil then
+    return nil
+  end
+  return settle(id, a, {})
+end
+
+-- Make sure the queue indexes these skills (a table skill -> anything); the first time
+-- a skill is asked for in a queue, every member is indexed for it, once.
+local function index_skills(q, skills)
+  local qk = key(K_QUEUE, q)
+  local indexed = cjson.decode(redis.call('HGET', qk, 'skills_ix') or '{}')
+  local grew = false
+  for skill, _ in pairs(skills) do
+    if not indexed[skill] then
+      indexed[skill] = true
+      grew = true
+    end
+  end
+  if grew then
+    redis.call('HSET', qk, 'skills_ix', cjson.encode(indexed))
+    for _, aid in ipairs(redis.call('ZRANGE', key(K_MEMBERS, q), 0, -1)) do
+      reindex(aid)
+    end
+  end
+  return grew
+end
+
 -- Reserve the agent for an offer of this call.
 local function take(aid, channel, cid)
-  local k = key(K_AGENT, aid)
-  redis.call('HINCRBY', k, 'load:' .. channel, 1)
-  redis.call('HINCRBY', k, 'offered', 1)
+  local a = hash(key(K_AGENT, aid))
+  local w = {}
+  set(a, w, 'load:' .. channel, n(a['load:' .. channel]) + 1)
+  set(a, w, 'offered', n(a.offered) + 1)
   redis.call('SADD', key(K_TASKS, aid), cid)
-  reindex(aid)
+  settle(aid, a, w)
 end
 
 -- An offer to the agent ended without their answer. `pause`: they let it ring out.
 local function release(aid, channel, cid, pause)
-  local k = key(K_AGENT, aid)
   if redis.call('SREM', key(K_TASKS, aid), cid) == 0 then
     return
   end
-  redis.call('HINCRBY', k, 'load:' .. channel, -1)
-  redis.call('HINCRBY', k, 'offered', -1)
-  if pause and redis.call('HGET', k, 'presence') == 'available' then
-    redis.call('HSET', k, 'presence', 'not-ready', 'reason', 'no-answer')
+  local a = hash(key(K_AGENT, aid))
+  local w = {}
+  set(a, w, 'load:' .. channel, n(a['load:' .. channel]) - 1)
+  set(a, w, 'offered', n(a.offered) - 1)
+  if pause and a.presence == 'available' then
+    set(a, w, 'presence', 'not-ready')
+    set(a, w, 'reason', 'no-answer')
   end
-  reindex(aid)
+  settle(aid, a, w)
 end
 
 -- The queues any of these agents serve, as a JSON list: where to route once they are free.
@@ -261,7 +346,19 @@ local function requeue(cid, c)
   enter_line(cid, c.queue, c.order, c.joined)
 end
 
-local function finish(cid, result)
+-- What routing needs of a call in line, one string per call in the queue's REQS hash:
+-- channel, queued-at, preferred agent, their window's end, simple flag, skills JSON.
+local function enlist(cid, q, c)
+  local desc = table.concat({c.channel, c.queued, c.pref or '', c.pref_until or '0', c.simple or '0', c.skills}, '\t')
+  redis.call('HSET', key(K_REQS, q), cid, desc)
+end
+
+local function delist(cid, q)
+  redis.call('HDEL', key(K_REQS, q), cid)
+end
+
+local function finish(cid, q, result)
+  delist(cid, q)
   local ck = key(K_CALL, cid)
   redis.call('HSET', ck, 'state', 'ended', 'result', result, 'ended', num(NOW))
   redis.call('ZREM', key(K_MAXWAIT), cid)

@@ -17,15 +17,11 @@ for _, q in ipairs(queues) do
 end
 if old.presence then
   local old_queues = cjson.decode(old.queues)
-  unindex(id, old_queues, cjson.decode(old.skills))
+  unindex(id, old.ix)
+  redis.call('HSET', k, 'ix', '')
   for _, q in ipairs(old_queues) do
     if not wanted[q] then
       redis.call('ZREM', key(K_MEMBERS, q), id)
-    end
-  end
-  for field, _ in pairs(old) do
-    if string.sub(field, 1, 3) == 'sk:' then
-      redis.call('HDEL', k, field)
     end
   end
 else
@@ -50,9 +46,12 @@ for _, q in ipairs(queues) do
   end
 end
 redis.call('HSET', k, 'skills', ARGV[6], 'queues', ARGV[7], 'cap:voice', ARGV[8], 'cap:chat', ARGV[9],
-  'cap:sms', ARGV[10], 'weight', ARGV[11], 'order', ARGV[12], 'contact', ARGV[13], 'name', ARGV[14])
+  'cap:sms', ARGV[10])
+local pk = key(K_PROFILE, id)
+redis.call('DEL', pk)
+redis.call('HSET', pk, 'weight', ARGV[11], 'order', ARGV[12], 'contact', ARGV[13], 'name', ARGV[14])
 for skill, level in pairs(skills) do
-  redis.call('HSET', k, 'sk:' .. skill, level)
+  redis.call('HSET', pk, 'sk:' .. skill, level)
 end
 reindex(id)
 return {'OK', old.presence and 'updated' or 'created'}

@@ -81,6 +81,9 @@ local function sample(q, keys, cards, fits, weighted)
   for i = 1, #keys do
     total = total + cards[i]
   end
+  if total == 0 then
+    return nil
+  end
   local wmax = 1
   if weighted then
     wmax = math.max(1, n(redis.call('HGET', key(K_QUEUE, q), 'wmax')))
@@ -97,7 +100,7 @@ local function sample(q, keys, cards, fits, weighted)
       if not weighted then
         return id
       end
-      if rand() * wmax < n(redis.call('HGET', key(K_AGENT, id), 'weight')) then
+      if rand() * wmax < n(redis.call('HGET', key(K_PROFILE, id), 'weight')) then
         return id
       end
     end
@@ -133,53 +136,102 @@ local function pick(strategy, q, keys, cards, fits)
   return id and {id} or nil
 end
 
+-- The index families a call of this channel draws from (see modes_of in lib.lua).
+local function bases_for(channel, q)
+  if channel == 'voice' then
+    return {avail_key('voice', q)}
+  end
+  return {avail_key('voice', q), avail_key(channel, q)}
+end
+
 -- The agents for a requirement: walk the index of the scarcest required skill (its
 -- levels at or above the minimum), check the other skills on each candidate.
-local function find(q, cfg, base, req, simple)
+-- Set sizes are read only when needed (several skills to choose from, a random draw,
+-- novices first); an ordered walk over one skill just reads each level's head.
+local function find(q, cfg, channel, req, simple)
+  local bases = bases_for(channel, q)
+  local strategy = cfg.strategy
+  local drawn = strategy == 'random' or strategy == 'weighted_random'
+  local names = {}
+  for skill, _ in pairs(req) do
+    names[#names + 1] = skill
+  end
+  table.sort(names)
+  local counted = drawn or simple or #names > 1
+  -- per skill: its levels at or above the minimum, each a list of {key, size}
   local primary, best, levels = nil, nil, nil
-  for skill, level in pairs(req) do
+  for _, skill in ipairs(names) do
     local total, found = 0, {}
-    for l = level, PROFICIENCY_MAX do
-      local k = base .. ':' .. skill .. ':' .. l
-      local card = redis.call('ZCARD', k)
-      if card > 0 then
-        found[#found + 1] = {k, card}
-        total = total + card
+    for l = req[skill], PROFICIENCY_MAX do
+      local group = {}
+      for _, base in ipairs(bases) do
+        local k = base .. ':' .. skill .. ':' .. l
+        if counted then
+          local size = redis.call('ZCARD', k)
+          if size > 0 then
+            group[#group + 1] = {k, size}
+            total = total + size
+          end
+        else
+          group[#group + 1] = {k, 0}
+          total = 1
+        end
+      end
+      if #group > 0 then
+        found[#found + 1] = group
       end
     end
     if total == 0 then
       return nil
     end
-    if best == nil or total < best or (total == best and skill < primary) then
+    if best == nil or total < best then
       primary, best, levels = skill, total, found
     end
   end
+  -- groups of {keys, sizes}, tried in turn: one group, or one per level for novices
   local groups = {}
   if primary == nil then
-    groups[1] = {{base}, {redis.call('ZCARD', base)}}
-  elseif simple then
-    for i, kc in ipairs(levels) do
-      groups[i] = {{kc[1]}, {kc[2]}}
+    local keys, sizes = {}, {}
+    for _, base in ipairs(bases) do
+      keys[#keys + 1] = base
+      sizes[#sizes + 1] = drawn and redis.call('ZCARD', base) or 0
     end
+    groups[1] = {keys, sizes}
   else
-    local keys, cards = {}, {}
-    for i, kc in ipairs(levels) do
-      keys[i], cards[i] = kc[1], kc[2]
+    local keys, sizes = {}, {}
+    for _, group in ipairs(levels) do
+      if simple then
+        keys, sizes = {}, {}
+      end
+      for _, ks in ipairs(group) do
+        keys[#keys + 1], sizes[#sizes + 1] = ks[1], ks[2]
+      end
+      if simple then
+        groups[#groups + 1] = {keys, sizes}
+      end
     end
-    groups[1] = {keys, cards}
+    if not simple then
+      groups[1] = {keys, sizes}
+    end
   end
+  -- what to check on each candidate: the other skills, and for a chat or SMS drawn
+  -- from the voice family, that the agent takes that channel at all
   local fields, mins = {}, {}
-  for skill, level in pairs(req) do
+  for _, skill in ipairs(names) do
     if skill ~= primary then
       fields[#fields + 1] = 'sk:' .. skill
-      mins[#mins + 1] = level
+      mins[#mins + 1] = req[skill]
     end
   end
+  local cap = channel ~= 'voice' and ('cap:' .. channel) or nil
   local function fits(id)
+    if cap and n(redis.call('HGET', key(K_AGENT, id), cap)) < 1 then
+      return false
+    end
     if #fields == 0 then
       return true
     end
-    local have = redis.call('HMGET', key(K_AGENT, id), unpack(fields))
+    local have = redis.call('HMGET', key(K_PROFILE, id), unpack(fields))
     for i = 1, #fields do
       if n(have[i]) < mins[i] then
         return false
@@ -188,7 +240,7 @@ local function find(q, cfg, base, req, simple)
     return true
   end
   for _, group in ipairs(groups) do
-    local agents = pick(cfg.strategy, q, group[1], group[2], fits)
+    local agents = pick(strategy, q, group[1], group[2], fits)
     if agents then
       return agents
     end
@@ -196,52 +248,71 @@ local function find(q, cfg, base, req, simple)
   return nil
 end
 
+-- The preferred agent, if free for this channel now.
+local function preferred_free(aid, channel, q)
+  if channel == 'voice' then
+    return redis.call('ZSCORE', avail_key('voice', q), aid) ~= false
+  end
+  if redis.call('ZSCORE', avail_key(channel, q), aid) then
+    return true
+  end
+  return redis.call('ZSCORE', avail_key('voice', q), aid) ~= false
+    and n(redis.call('HGET', key(K_AGENT, aid), 'cap:' .. channel)) > 0
+end
+
+-- Offer the call to these agents and reserve them. Nil when the call turns out not to
+-- be waiting any more (its hash expired after a day): then it leaves the line.
 local function offer(cid, q, cfg, channel, agents)
   local ck = key(K_CALL, cid)
+  local f = redis.call('HMGET', ck, 'state', 'kind', 'callback', 'attempts')
+  if f[1] ~= 'waiting' then
+    leave_line(cid, q)
+    delist(cid, q)
+    return nil
+  end
   local deadline = num(NOW + cfg.ring_timeout_seconds * 1000 + OFFER_GRACE_MS)
   local list = table.concat(agents, ',')
-  redis.call('HSET', ck, 'state', 'offered', 'agents', list, 'offered_at', num(NOW), 'deadline', deadline)
-  local attempt = redis.call('HINCRBY', ck, 'attempts', 1)
+  local attempt = tostring(n(f[4]) + 1)
+  redis.call('HSET', ck, 'state', 'offered', 'agents', list, 'offered_at', num(NOW),
+    'deadline', deadline, 'attempts', attempt)
   leave_line(cid, q)
   redis.call('ZADD', key(K_OFFERS), deadline, cid)
-  local f = redis.call('HMGET', ck, 'kind', 'callback')
-  emit('offer', {'call', cid, 'queue', q, 'agent', list, 'channel', channel, 'kind', f[1], 'attempt', attempt})
+  emit('offer', {'call', cid, 'queue', q, 'agent', list, 'channel', channel, 'kind', f[2], 'attempt', attempt})
   for _, aid in ipairs(agents) do
     take(aid, channel, cid)
   end
   if cfg.strategy == 'round_robin' then
     redis.call('HSET', key(K_QUEUE, q), 'rr_last', redis.call('ZSCORE', key(K_MEMBERS, q), agents[1]))
   end
-  local out = {cid, q, f[1], channel, deadline, f[2] or '', tostring(attempt)}
+  local out = {cid, q, f[2], channel, deadline, f[3] or '', attempt}
   for _, aid in ipairs(agents) do
     out[#out + 1] = aid
   end
   return out
 end
 
-local function try_call(q, cfg, cid, memo)
-  local f = redis.call('HMGET', key(K_CALL, cid), 'state', 'channel', 'skills', 'queued', 'pref', 'pref_until', 'simple')
-  if f[1] ~= 'waiting' then
-    -- its hash expired (a call forgotten for a day): nothing to offer, clear the line
+-- desc: the call's line in the queue's REQS hash (see enlist in lib.lua)
+local function try_call(q, cfg, cid, desc, memo)
+  if not desc then
     leave_line(cid, q)
     return nil
   end
-  local channel = f[2]
-  local base = avail_key(channel, q)
-  if f[5] ~= '' and NOW < n(f[6]) then
+  local channel, queued, pref, pref_until, simple, skills =
+    string.match(desc, '^([^\t]*)\t([^\t]*)\t([^\t]*)\t([^\t]*)\t([^\t]*)\t(.*)$')
+  if pref ~= '' and NOW < n(pref_until) then
     -- still within its wait for the preferred agent: that agent or nobody
-    if redis.call('ZSCORE', base, f[5]) then
-      return offer(cid, q, cfg, channel, {f[5]})
+    if preferred_free(pref, channel, q) then
+      return offer(cid, q, cfg, channel, {pref})
     end
     return nil
   end
-  local req = requirement(cfg, cjson.decode(f[3]), NOW - n(f[4]))
-  local simple = cfg.prefer_novice and f[7] == '1'
-  local mk = memo_key(channel, req, simple)
+  local req = requirement(cfg, cjson.decode(skills), NOW - n(queued))
+  local novice = cfg.prefer_novice and simple == '1'
+  local mk = memo_key(channel, req, novice)
   if memo[mk] then
     return nil
   end
-  local agents = find(q, cfg, base, req, simple)
+  local agents = find(q, cfg, channel, req, novice)
   if not agents then
     memo[mk] = true
     return nil
@@ -249,31 +320,35 @@ local function try_call(q, cfg, cid, memo)
   return offer(cid, q, cfg, channel, agents)
 end
 
-local function decide(q, cfg, memo)
-  local any = false
+local function anyone_free(q)
   for _, c in ipairs(CHANNELS) do
     if redis.call('ZCARD', avail_key(c, q)) > 0 then
-      any = true
-      break
+      return true
     end
   end
-  if not any then
-    return nil
-  end
-  local wk = key(K_WAITING, q)
-  local start = 0
+  return false
+end
+
+local function decide(q, cfg, memo)
+  local wk, rk = key(K_WAITING, q), key(K_REQS, q)
+  local start, chunk = 0, CALL_SCAN_HEAD
   while start < CALL_SCAN_LIMIT do
-    local batch = redis.call('ZRANGE', wk, start, start + CALL_SCAN_CHUNK - 1)
-    for _, cid in ipairs(batch) do
-      local made = try_call(q, cfg, cid, memo)
+    local batch = redis.call('ZRANGE', wk, start, start + chunk - 1)
+    if #batch == 0 then
+      return nil
+    end
+    local descs = redis.call('HMGET', rk, unpack(batch))
+    for i, cid in ipairs(batch) do
+      local made = try_call(q, cfg, cid, descs[i], memo)
       if made then
         return made
       end
     end
-    if #batch < CALL_SCAN_CHUNK then
+    if #batch < chunk then
       return nil
     end
-    start = start + CALL_SCAN_CHUNK
+    start = start + chunk
+    chunk = CALL_SCAN_CHUNK
   end
   return nil
 end
@@ -285,7 +360,7 @@ for i = 6, #ARGV do
 end
 if #queues == 0 then
   queues = redis.call('ZREVRANGE', key(K_QUEUES), 0, -1)
-else
+elseif #queues > 1 then
   local priority = {}
   for _, q in ipairs(queues) do
     priority[q] = n(redis.call('ZSCORE', key(K_QUEUES), q))
@@ -297,18 +372,17 @@ else
     return x < y
   end)
 end
-local cfgs = {}
 for _, q in ipairs(queues) do
-  cfgs[q] = queue_cfg(q)
-  if not cfgs[q] then
+  if redis.call('HEXISTS', key(K_QUEUE, q), 'cfg') == 0 then
     return fail('unknown-queue', q)
   end
 end
 local out = {'OK'}
 for _, q in ipairs(queues) do
-  local cfg = cfgs[q]
-  local memo = {}
-  while #out - 1 < most do
+  -- a queue nobody is free for costs a read or three, however many wait in it
+  local cfg, memo = nil, {}
+  while #out - 1 < most and anyone_free(q) do
+    cfg = cfg or queue_cfg(q)
     local made = decide(q, cfg, memo)
     if not made then
       break

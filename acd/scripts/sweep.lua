@@ -32,13 +32,15 @@ if #due == batch then
 end
 for _, aid in ipairs(due) do
   redis.call('ZREM', key(K_WRAPUPS), aid)
-  local k = key(K_AGENT, aid)
-  local untl = n(redis.call('HGET', k, 'wrap_until'))
+  local a = hash(key(K_AGENT, aid))
+  local untl = n(a.wrap_until)
   if untl > 0 and untl <= NOW then
     -- idle since the wrap-up ended, not since this sweep noticed it
-    redis.call('HSET', k, 'wrap_until', 0, 'idle_since', num(untl))
+    local w = {}
+    set(a, w, 'wrap_until', 0)
+    set(a, w, 'idle_since', num(untl))
     emit('wrap-up-end', {'agent', aid, 'early', '0'})
-    reindex(aid)
+    settle(aid, a, w)
     wrapped[#wrapped + 1] = aid
   end
 end
@@ -68,8 +70,12 @@ for _, cid in ipairs(due) do
     count(c.queue, 'max_wait')
     if action == 'overflow' then
       leave_line(cid, c.queue)
+      delist(cid, c.queue)
+      index_skills(target, cjson.decode(c.skills))
       local order = num(place(n(c.priority), n(c.seq)))
       redis.call('HSET', ck, 'queue', target, 'order', order, 'queued', num(NOW))
+      c.queued = num(NOW)
+      enlist(cid, target, c)
       enter_line(cid, target, order, c.joined)
       if tcfg.max_wait_seconds then
         redis.call('ZADD', key(K_MAXWAIT), num(NOW + tcfg.max_wait_seconds * 1000), cid)
@@ -84,7 +90,7 @@ for _, cid in ipairs(due) do
       waits[#waits + 1] = {cid, 'callback', c.queue}
     else
       leave_line(cid, c.queue)
-      finish(cid, 'voicemail')
+      finish(cid, c.queue, 'voicemail')
       count(c.queue, 'voicemail')
       emit('voicemail', {'call', cid, 'queue', c.queue, 'wait_ms', num(NOW - n(c.joined))})
       waits[#waits + 1] = {cid, 'voicemail', c.queue}
