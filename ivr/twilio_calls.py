@@ -65,7 +65,7 @@ class VoiceService:
                 log.info("duplicate delivery of the call's first webhook: replayed")
                 return earlier
             self._after_turn(turn.state)
-            log.info("call started in flow %s v%s", turn.state.flow, turn.state.version)
+            log.debug("call started in flow %s v%s", turn.state.flow, turn.state.version)
             return twiml
         except Exception:
             log.exception("could not start the call; answering with the fallback")
