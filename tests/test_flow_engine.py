@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any, ClassVar
 
 import pytest
@@ -33,6 +32,7 @@ from ivr.engine import (
 from ivr.http_fetch import fetch_json
 from ivr.loader import FlowInvalid, parse_flow
 from ivr.model import Flow
+from tests.local_http import serving
 
 JST = dt.timezone(dt.timedelta(hours=9))
 WEEKDAY = dt.datetime(2026, 11, 24, 10, 0, tzinfo=JST)
@@ -535,15 +535,8 @@ class _Api(BaseHTTPRequestHandler):
 
 @pytest.fixture(scope="module")
 def api() -> Iterator[str]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Api)
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serving(_Api) as url:
+        yield url
 
 
 def http_flow(url: str) -> str:

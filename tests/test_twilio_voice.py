@@ -16,7 +16,7 @@ import xml.etree.ElementTree as ET
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -39,6 +39,7 @@ from kokan.app import create_app
 from kokan.config import QueueSettings, Settings, TwilioSettings
 from kokan.db import Database
 from tests.conftest import REPO_ROOT
+from tests.local_http import serving
 from tests.twilio_signing import SIGNATURE_HEADER, new_sid, twilio_signature
 from tickets.cdr import CdrProjector
 from tickets.models import Call
@@ -289,15 +290,8 @@ class OrderApi(BaseHTTPRequestHandler):
 
 @pytest.fixture(scope="module")
 def order_api() -> Iterator[str]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), OrderApi)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
+    with serving(OrderApi) as url:
+        yield url
 
 
 @dataclass
@@ -663,9 +657,13 @@ def test_a_duplicate_arriving_while_the_first_is_running_waits_and_replays(
         answers.append(Twilio(voice_app.test_client()).post(step_path(2), params).get_data())
 
     threads = [threading.Thread(target=deliver) for _ in range(2)]
-    for thread in threads:
-        thread.start()
-        time.sleep(SLOW_ORDER_S / 4)
+    threads[0].start()
+    # the second delivery goes out once the first is inside the slow lookup, holding the call
+    deadline = time.monotonic() + 10
+    while ORDER_FETCHES[SLOW_ORDER] == fetched_before:
+        assert time.monotonic() < deadline, "the first delivery never reached the order API"
+        time.sleep(0.005)
+    threads[1].start()
     for thread in threads:
         thread.join(timeout=20)
     assert len(answers) == 2
