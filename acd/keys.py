@@ -57,6 +57,15 @@ SEQ = "seq"
 """Counter giving each call its arrival number: oldest first within a priority."""
 EVENTS = "events"
 """STREAM of every state change, for the live floor, KPIs and call-detail records."""
+RECENT = "recent:"
+"""STRING per caller number (suffix: E.164): the agent who last answered them, kept
+RECENT_AGENT_TTL_S, so their next call in a queue with a preferred-agent wait may wait
+for that agent first."""
+WAKE = "wake"
+"""LIST the router blocks on: a process that changed the floor but leaves routing to the
+router pushes here, so the decision is made at once instead of at the next tick."""
+WAKE_MAX_LEN = 16
+"""Pushes kept at most: one is enough to wake the router, the rest are trimmed."""
 
 LUA_SUFFIXES = {
     "K_AGENTS": AGENTS,
@@ -77,6 +86,7 @@ LUA_SUFFIXES = {
     "K_MAXWAIT": MAXWAIT,
     "K_SEQ": SEQ,
     "K_EVENTS": EVENTS,
+    "K_RECENT": RECENT,
 }
 """The names the Lua scripts know these suffixes by."""
 
@@ -127,6 +137,10 @@ class Keys:
     @property
     def events(self) -> str:
         return self.prefix + EVENTS
+
+    @property
+    def wake(self) -> str:
+        return self.prefix + WAKE
 
     def agent(self, agent_id: str) -> str:
         return self.prefix + AGENT + agent_id

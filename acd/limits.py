@@ -64,7 +64,12 @@ not hold Redis for long; the service calls again while offers keep coming."""
 WEIGHT_MAX = 10
 """Weighted random: an agent's weight 1-10 against the others in the queue."""
 
+RECENT_AGENT_TTL_S = 7 * 86_400
+"""How long "spoke to an agent recently" lasts: a follow-up within a week usually
+continues the same matter."""
+
 LUA_CONSTANTS = {
+    "RECENT_AGENT_TTL_S": RECENT_AGENT_TTL_S,
     "PROFICIENCY_MAX": PROFICIENCY_MAX,
     "PRIORITY_MAX": CALL_PRIORITY_MAX,
     "SEQ_SPAN": SEQ_SPAN,

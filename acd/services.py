@@ -25,7 +25,7 @@ from redis.commands.core import Script
 
 from acd.clock import Clock
 from acd.errors import AcdInvalidInput, UnknownAgent, UnknownCall, UnknownQueue, raise_for
-from acd.keys import DEFAULT_NAMESPACE, Keys
+from acd.keys import DEFAULT_NAMESPACE, WAKE_MAX_LEN, Keys
 from acd.limits import ROUTE_MAX_OFFERS, SWEEP_BATCH
 from acd.lua import Scripts
 from acd.results import (
@@ -76,21 +76,11 @@ def _text(value: Any) -> Any:
     return value
 
 
-def _invalid(exc: ValidationError) -> AcdInvalidInput:
-    problems = [
-        {"field": ".".join(str(part) for part in error["loc"]), "message": error["msg"]}
-        for error in exc.errors()
-    ]
-    first = problems[0]
-    where = f"{first['field']}: " if first["field"] else ""
-    return AcdInvalidInput(f"{where}{first['message']}", problems=problems)
-
-
 def _validated(model: type[_Model], **data: Any) -> _Model:
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        raise _invalid(exc) from None
+        raise AcdInvalidInput.from_validation(exc) from None
 
 
 @lru_cache(maxsize=NAME_CACHE_SIZE)
@@ -132,15 +122,19 @@ class AcdService:
         clock: Clock | None = None,
         rng: random.Random | None = None,
         day_offset_minutes: int = 0,
+        defer_routing: bool = False,
     ) -> None:
         """`clock` None: the Redis server's clock. `day_offset_minutes`: where "today"
-        starts for fewest-calls and least-talk-time (540 for Japan)."""
+        starts for fewest-calls and least-talk-time (540 for Japan). `defer_routing`: a
+        process that cannot dial the offers it would make (a web worker) wakes the
+        router instead of routing, so every offer is made where it will be dialed."""
         self.redis = client
         self.keys = Keys(_checked(_name, namespace, "namespace"))
         self.scripts = Scripts.register(client)
         self.clock = clock
         self.rng = rng or random.Random()  # noqa: S311 - spreads load, not a secret
         self.day_offset_ms = day_offset_minutes * 60_000
+        self.defer_routing = defer_routing
 
     # -- plumbing -----------------------------------------------------------------
 
@@ -218,7 +212,7 @@ class AcdService:
             self.scripts.set_status, request.agent_id, str(request.presence), reason_kept
         )
         if route and request.presence is Presence.AVAILABLE:
-            return self.route(json.loads(queues))
+            return self._route_after_change(json.loads(queues))
         return ()
 
     # -- calls ----------------------------------------------------------------------
@@ -258,7 +252,7 @@ class AcdService:
             "1" if request.simple else "0",
             request.caller or "",
         )
-        offers = self.route([request.queue]) if route else ()
+        offers = self._route_after_change([request.queue]) if route else ()
         return Joined(request.call_id, request.queue, int(position), offers)
 
     def join_outcome(
@@ -307,6 +301,26 @@ class AcdService:
                 break
         return tuple(made)
 
+    def _route_after_change(self, queues: Iterable[str]) -> tuple[Offer, ...]:
+        if self.defer_routing:
+            self.wake()
+            return ()
+        return self.route(queues)
+
+    def wake(self) -> None:
+        """Ask the router to route now (it also routes on its own every tick)."""
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.lpush(self.keys.wake, 1)
+        pipe.ltrim(self.keys.wake, 0, WAKE_MAX_LEN - 1)
+        pipe.execute()
+
+    def wait_for_wake(self, timeout_s: float) -> bool:
+        """Block until a process asks for routing or `timeout_s` passes; True when woken."""
+        woken = self.redis.blpop([self.keys.wake], timeout=timeout_s)
+        if woken is not None:
+            self.redis.delete(self.keys.wake)  # one routing pass serves every pending wake
+        return woken is not None
+
     def answer(self, call_id: str, agent_id: str) -> Answered:
         call_id = _checked(_call_id, call_id, "call")
         agent_id = _checked(_name, agent_id, "agent")
@@ -319,7 +333,7 @@ class AcdService:
         outcome, queue, queues = self._run(
             self.scripts.no_answer, call_id, _checked(_name, agent_id, "agent")
         )
-        offers = self.route({queue, *json.loads(queues)}) if route else ()
+        offers = self._route_after_change({queue, *json.loads(queues)}) if route else ()
         return Requeued(call_id, outcome == "requeued", offers)
 
     def hangup(self, call_id: str, route: bool = True) -> Ended:
@@ -334,7 +348,7 @@ class AcdService:
     def _end(self, call_id: str, mode: str, route: bool) -> Ended:
         call_id = _checked(_call_id, call_id, "call")
         result, agents, queues = self._run(self.scripts.hangup, call_id, mode)
-        offers = self.route(json.loads(queues)) if route else ()
+        offers = self._route_after_change(json.loads(queues)) if route else ()
         return Ended(call_id, result, tuple(a for a in agents.split(",") if a), offers)
 
     def request_callback(self, call_id: str, number: str) -> int:

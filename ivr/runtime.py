@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from flask import Flask, current_app
 
+from acd.twilio_runtime import queue_voice
 from ivr.call_store import CallStore
 from ivr.engine import Engine, Environment
 from ivr.http_fetch import fetch_json
@@ -31,6 +32,7 @@ def init_app(app: Flask, resources: Resources) -> None:
         store=CallStore(resources.redis),
         urls=Urls(base),
         flow_for_number=flow_for_number,
+        on_queued=queue_voice(app).join,
     )
 
 

@@ -45,11 +45,14 @@ class VoiceService:
         store: CallStore,
         urls: Urls,
         flow_for_number: Callable[[str], str],
+        on_queued: Callable[[CallState], None] | None = None,
     ) -> None:
+        """`on_queued` hands a call whose flow ended in a queue node to the ACD."""
         self.engine = engine
         self.store = store
         self.urls = urls
         self.flow_for_number = flow_for_number
+        self.on_queued = on_queued
 
     def start(self, call: IncomingCall) -> str:
         token = logs.call_id_var.set(call.call_sid)
@@ -182,6 +185,11 @@ class VoiceService:
     def _after_turn(self, state: CallState) -> None:
         """Side effects of a turn beyond its TwiML and call-detail events."""
         outcome = state.outcome or {}
+        if outcome.get("kind") == "queued" and self.on_queued is not None:
+            try:  # the hold loop finds a call the ACD lacks and falls back to voicemail
+                self.on_queued(state)
+            except Exception:
+                log.exception("could not queue the call in the ACD")
         if outcome.get("kind") == "voicemail" and outcome.get("recording"):
             seconds = outcome.get("seconds")
             try:  # a job keeps the recording (no SQL here); its failure must not reach the caller

@@ -50,19 +50,24 @@ class Urls:
     def voicemail_saved(self) -> str:
         return f"{self.base}/webhooks/twilio/voice/voicemail-saved"
 
+    def queue_wait(self) -> str:
+        """Where a queued caller waits: the ACD's hold loop (acd.twilio_calls)."""
+        return f"{self.base}/webhooks/twilio/queue/wait"
+
     def media(self, source: str) -> str:
         if source.startswith(("http://", "https://")):
             return source
         return f"{self.base}/media/flows/{quote(source)}"
 
 
-def _language(code: str) -> str:
+def twilio_locale(code: str) -> str:
+    """Twilio wants a locale (ja-JP); flows name languages by their short code."""
     return TWILIO_LANGUAGES.get(code, code)
 
 
 def _audio(target: VoiceResponse | Gather, audio: Audio, urls: Urls) -> None:
     if isinstance(audio, Say):
-        target.say(audio.text, voice=audio.voice, language=_language(audio.language))
+        target.say(audio.text, voice=audio.voice, language=twilio_locale(audio.language))
     else:
         target.play(urls.media(audio.source))
 
@@ -103,7 +108,7 @@ def _render(actions: tuple[Action, ...], step: int, urls: Urls) -> str:
                 num_digits=action.max_digits if not action.finish_on_key else None,
                 finish_on_key=action.finish_on_key if action.digits else None,
                 hints=", ".join(action.hints or action.phrases) or None,
-                language=_language(action.language) if action.speech else None,
+                language=twilio_locale(action.language) if action.speech else None,
                 speech_timeout="auto" if action.speech else None,
                 action_on_empty_result=False,
             )
@@ -122,7 +127,8 @@ def _render(actions: tuple[Action, ...], step: int, urls: Urls) -> str:
             )
             response.redirect(urls.no_input(step), method="POST")
         elif isinstance(action, Enqueue):
-            response.enqueue(action.queue)
+            # the call joined the ACD when this turn was saved; it waits in Kokan's own loop
+            response.redirect(urls.queue_wait(), method="POST")
         elif isinstance(action, Transfer):
             dial = response.dial()
             if action.target.startswith("sip:"):
@@ -134,15 +140,15 @@ def _render(actions: tuple[Action, ...], step: int, urls: Urls) -> str:
     return str(response)
 
 
-def render_fallback(urls: Urls) -> str:
-    """Kokan cannot run the flow at all: apologise and take a voicemail, never dead air."""
+def render_voicemail(prompts: tuple[Say, ...], urls: Urls, max_length: int) -> str:
+    """Prompts, then a voicemail kept by the voicemail-saved webhook, outside any flow."""
     response = VoiceResponse()
-    for say in APOLOGY + VOICEMAIL_INVITATION:
+    for say in prompts + VOICEMAIL_INVITATION:
         _audio(response, say, urls)
     response.record(
         action=urls.voicemail_saved(),
         method="POST",
-        max_length=FALLBACK_RECORD_SECONDS,
+        max_length=max_length,
         finish_on_key="#",
         play_beep=True,
     )
@@ -150,9 +156,14 @@ def render_fallback(urls: Urls) -> str:
     return str(response)
 
 
+def render_fallback(urls: Urls) -> str:
+    """Kokan cannot run the flow at all: apologise and take a voicemail, never dead air."""
+    return render_voicemail(APOLOGY, urls, FALLBACK_RECORD_SECONDS)
+
+
 def render_goodbye() -> str:
     response = VoiceResponse()
-    response.say("お電話ありがとうございました。", language=_language("ja"))
-    response.say("Thank you for calling.", language=_language("en"))
+    response.say("お電話ありがとうございました。", language=twilio_locale("ja"))
+    response.say("Thank you for calling.", language=twilio_locale("en"))
     response.hangup()
     return str(response)

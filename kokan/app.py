@@ -9,6 +9,7 @@ import uuid
 from collections.abc import Mapping
 from typing import Any
 
+import redis
 from flask import Flask, Response, g, jsonify, request
 from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
@@ -29,6 +30,9 @@ REQUEST_ID_PATTERN = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
 MAX_CONTENT_LENGTH = 16 * 1024 * 1024
 """Webhooks and API bodies are small; refuse a flood before it is read into memory."""
+
+REDIS_RETRY_AFTER_S = 2
+"""An embedded Redis restarts in well under a second; a managed one fails over in a few."""
 
 JSON_PATH_PREFIXES = ("/api/", "/webhooks/", "/healthz", "/readyz", "/metrics")
 
@@ -68,17 +72,29 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     _install_request_hooks(app)
     _install_error_handlers(app)
 
+    from acd import runtime as acd_runtime
+    from acd import twilio_runtime as acd_twilio
+    from acd.http import blueprint as acd_api
     from admin.http import blueprint as admin_api
     from ivr import runtime as ivr_runtime
     from ivr.http import blueprint as ivr_media
     from kokan.health import blueprint as health
+    from recording.http import blueprint as recordings_api
+    from tickets.http import blueprint as tickets_api
     from webhooks.http import blueprint as twilio_webhooks
+    from webhooks.messaging_http import blueprint as twilio_messaging
 
+    acd_twilio.init_app(app, resources)
     ivr_runtime.init_app(app, resources)
+    acd_runtime.init_app(app, resources)
     app.register_blueprint(health)
     app.register_blueprint(admin_api)
     app.register_blueprint(ivr_media)
     app.register_blueprint(twilio_webhooks)
+    app.register_blueprint(twilio_messaging)
+    app.register_blueprint(tickets_api)
+    app.register_blueprint(acd_api)
+    app.register_blueprint(recordings_api)
     return app
 
 
@@ -138,6 +154,21 @@ def _install_error_handlers(app: Flask) -> None:
             if name.lower() != "content-type":
                 response.headers[name] = value  # Allow on 405, Retry-After, WWW-Authenticate
         return response, status
+
+    @app.errorhandler(redis.exceptions.ConnectionError)
+    @app.errorhandler(redis.exceptions.TimeoutError)
+    def redis_unavailable(error: redis.exceptions.RedisError) -> tuple[Response, int]:
+        """Redis restarting or out of reach: nothing was changed; ask the client (Twilio
+        included) to try again shortly instead of reporting a bug."""
+        log.error("Redis unavailable: %s", error)
+        body = {
+            "error_id": "redis-unavailable",
+            "message": "the live state store is unavailable; nothing was changed, try again",
+            "request_id": g.get("request_id", "-"),
+        }
+        response = jsonify(body)
+        response.headers["Retry-After"] = str(REDIS_RETRY_AFTER_S)
+        return response, 503
 
     @app.errorhandler(Exception)
     def unexpected(error: Exception) -> tuple[Response, int]:

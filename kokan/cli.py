@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import os
+import signal
 import sys
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
 
 import click
+import redis
 
 from kokan import config as config_module
 from kokan import logs, migrate
@@ -124,7 +127,46 @@ def worker(ctx: click.Context, burst: bool, check: bool, timeout: float) -> None
             _fail(f"no worker ran the self-check within {timeout:g} s", status=1)
         click.echo(f"worker ok: pid {result['pid']} on {result['host']}")
         return
-    run_worker(connection, open_migrated_database(loaded), burst=burst)
+    run_worker(
+        connection, open_migrated_database(loaded), burst=burst, tickets=loaded.settings.tickets
+    )
+
+
+@cli.command()
+@click.pass_context
+def router(ctx: click.Context) -> None:
+    """Run the ACD's routing loop: applies config.yaml's queues and agents, then makes
+    offers and rings agents through Twilio until SIGTERM or Ctrl-C."""
+    from acd.twilio_runtime import build_router
+    from kokan.redis_conn import connect
+    from kokan.startup import check_redis
+
+    loaded = _load(ctx)
+    url = loaded.settings.redis_url
+    if not url:
+        _fail("redis_url: not set; `kokan router` needs REDIS_URL")
+    check_redis(url, loaded)
+    routing = build_router(connect(url), loaded.settings)
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda _signum, _frame: stop.set())
+    routing.run(stop)
+
+
+@cli.command()
+@click.pass_context
+def cron(ctx: click.Context) -> None:
+    """Enqueue Kokan's periodic jobs (stalled recording fetches, retention) on schedule."""
+    from kokan.periodic import scheduler
+    from kokan.redis_conn import connect
+    from kokan.startup import check_redis
+
+    loaded = _load(ctx)
+    url = loaded.settings.redis_url
+    if not url:
+        _fail("redis_url: not set; `kokan cron` needs REDIS_URL")
+    check_redis(url, loaded)
+    scheduler(connect(url)).start()  # type: ignore[no-untyped-call]  # rq ships it untyped
 
 
 @cli.group()
@@ -213,10 +255,53 @@ def open_migrated_database(loaded: LoadedConfig) -> Database:
     return database
 
 
+def open_redis(loaded: LoadedConfig) -> redis.Redis:
+    """The Redis the settings name, else the embedded one of the `kokan serve` running on
+    this data folder (found where `kokan.embedded_redis` puts it); a clear error if none."""
+    from kokan.embedded_redis import EmbeddedRedis
+    from kokan.redis_conn import connect
+    from kokan.startup import check_redis
+
+    settings = loaded.settings
+    if settings.redis_url:
+        check_redis(settings.redis_url, loaded)
+        return connect(settings.redis_url)
+    embedded = EmbeddedRedis(settings.resolved_data_dir)
+    url = embedded.url if embedded.socket_path.exists() else _embedded_tcp_url(embedded.directory)
+    not_running = StartupError(
+        f"Kokan is not running on {settings.resolved_data_dir} (no embedded Redis answers "
+        f"in {embedded.directory}); start `kokan serve` or set REDIS_URL"
+    )
+    if url is None:
+        raise not_running
+    client = connect(url)
+    try:
+        client.ping()
+    except redis.RedisError:
+        client.close()
+        raise not_running from None
+    return client
+
+
+def _embedded_tcp_url(directory: Path) -> str | None:
+    """A data folder too deep for a unix socket puts the embedded Redis on a loopback port,
+    written in its redis.conf."""
+    try:
+        lines = (directory / "redis.conf").read_text(encoding="utf-8").splitlines()
+    except OSError:
+        return None
+    ports = [words[1] for words in map(str.split, lines) if words[:1] == ["port"] and words[1:]]
+    if len(ports) != 1 or not ports[0].isdigit() or ports[0] == "0":
+        return None
+    return f"redis://127.0.0.1:{ports[0]}/0"
+
+
 def _add_domain_commands() -> None:
+    from acd.cli import acd
     from ivr.cli import flows
 
     cli.add_command(flows)
+    cli.add_command(acd)
 
 
 _add_domain_commands()

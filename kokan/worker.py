@@ -8,11 +8,12 @@ import time
 from typing import Any
 
 import redis
-from rq import Worker
 
+from kokan.config import TicketsSettings
 from kokan.db import Database
 from kokan.selfcheck import SELFCHECK_RESULT_TTL_S, selfcheck
 from kokan.work_queues import ALL_QUEUES, queue
+from recording.model_worker import ModelSharingWorker
 from tickets.cdr import CdrProjector
 
 SELFCHECK_POLL_S = 0.1
@@ -20,13 +21,21 @@ PROJECTOR_STOP_S = 5.0
 """The projector finishes the batch in hand (one SQL transaction) before the worker exits."""
 
 
-def run_worker(connection: redis.Redis, database: Database, *, burst: bool = False) -> None:
+def run_worker(
+    connection: redis.Redis,
+    database: Database,
+    *,
+    burst: bool = False,
+    tickets: TicketsSettings | None = None,
+) -> None:
     """rq jobs in the main thread; the call-detail projector beside them in a thread, so every
     worker process also keeps the calls table up to date (consumer groups share the work)."""
-    projector = CdrProjector(connection, database)
+    projector = CdrProjector(connection, database, tickets=tickets)
     if burst:
         projector.drain()
-        Worker(list(ALL_QUEUES), connection=connection).work(burst=True, logging_level="INFO")
+        ModelSharingWorker(list(ALL_QUEUES), connection=connection).work(
+            burst=True, logging_level="INFO"
+        )
         projector.drain()
         return
     stop = threading.Event()
@@ -35,7 +44,7 @@ def run_worker(connection: redis.Redis, database: Database, *, burst: bool = Fal
     )
     thread.start()
     try:
-        worker = Worker(list(ALL_QUEUES), connection=connection)
+        worker = ModelSharingWorker(list(ALL_QUEUES), connection=connection)
         worker.work(with_scheduler=True, logging_level="INFO")
     finally:
         stop.set()

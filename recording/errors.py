@@ -65,3 +65,27 @@ class StorageFull(FetchInterrupted):
     """The disk is full: the provider keeps the original, and a retry after space is freed works."""
 
     error_id = "recording-storage-full"
+
+
+class ProcessingInterrupted(FetchInterrupted):
+    """Conversion or transcription stopped for a reason the next attempt may not meet."""
+
+    error_id = "recording-processing-interrupted"
+
+
+class ConverterMissing(ProcessingInterrupted):
+    """No ffmpeg at all: an installation problem, retried in case it is being fixed."""
+
+    error_id = "recording-converter-missing"
+
+
+class RecordingForbidden(KokanError):
+    error_id = "recording-forbidden"
+    status = 403
+
+
+class RecordingFileMissing(KokanError):
+    """The row says stored but the file is gone (retention or an operator removed it)."""
+
+    error_id = "recording-file-missing"
+    status = 410

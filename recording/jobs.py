@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import errno
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +34,7 @@ from recording.errors import (
 from recording.models import Recording, RecordingStatus
 from recording.services import (
     PROVIDER_TWILIO,
+    enqueue_processing,
     enqueue_stalled,
     fetch_retry,
     link_call,
@@ -72,7 +73,7 @@ class _Target:
 
 
 @contextmanager
-def _job_context() -> Iterator[tuple[Settings, Database]]:
+def job_context() -> Iterator[tuple[Settings, Database]]:
     """Jobs run in `kokan worker` (any process with the same config file and environment):
     they read Kokan's configuration themselves and open the database for the one job."""
     settings = config.load().settings
@@ -92,7 +93,7 @@ def keep_twilio_voicemail(
         raise RuntimeError("keep_twilio_voicemail runs as an rq job (it enqueues on its Redis)")
     token = logs.call_id_var.set(provider_call_id)
     try:
-        with _job_context() as (settings, database):
+        with job_context() as (settings, database):
             received = voicemail_recorded(
                 database,
                 recordings_queue(job.connection),
@@ -112,7 +113,7 @@ def requeue_stalled_fetches() -> list[int]:
     job = get_current_job()
     if job is None:
         raise RuntimeError("requeue_stalled_fetches runs as an rq job (it enqueues on its Redis)")
-    with _job_context() as (settings, database):
+    with job_context() as (settings, database):
         return enqueue_stalled(
             database,
             recordings_queue(job.connection),
@@ -123,8 +124,8 @@ def requeue_stalled_fetches() -> list[int]:
 def fetch_twilio_recording(recording_id: int) -> str:
     """The rq job that fetches one recording from Twilio into storage."""
     job = get_current_job()
-    with _job_context() as (settings, database):
-        return fetch_recording(
+    with job_context() as (settings, database):
+        outcome = fetch_recording(
             recording_id,
             settings=settings,
             database=database,
@@ -132,6 +133,18 @@ def fetch_twilio_recording(recording_id: int) -> str:
             http=TwilioMediaClient(),
             last_attempt=job is None or not job.retries_left,
         )
+        if (
+            job is not None
+            and outcome == RecordingStatus.STORED
+            and settings.recording.post_process
+        ):
+            # chained only now: conversion never starts on a file that is not stored yet
+            enqueue_processing(
+                recordings_queue(job.connection),
+                recording_id,
+                fetch_retry(settings.recording.fetch_retry_intervals_s),
+            )
+        return outcome
 
 
 def fetch_recording(
@@ -154,18 +167,15 @@ def fetch_recording(
             log.info("recording %s failed earlier; fetch_again() retries it", recording_id)
             return RecordingStatus.FAILED.value
         if target.status == RecordingStatus.PENDING:
-            try:
-                _fetch_and_store(target, settings, database, storage, http)
-            except RecordingUnusable as exc:
-                _mark_failed(database, recording_id, exc.message)
-                log.warning("recording %s failed: %s", recording_id, exc.message)
+            stored = run_step(
+                lambda: _fetch_and_store(target, settings, database, storage, http),
+                database,
+                recording_id,
+                RecordingStatus.PENDING,
+                last_attempt,
+            )
+            if not stored:
                 return RecordingStatus.FAILED.value
-            except FetchInterrupted as exc:
-                if last_attempt:
-                    reason = f"gave up after the last retry: {exc.message}"
-                    _mark_failed(database, recording_id, reason)
-                    log.error("recording %s failed: %s", recording_id, reason)
-                raise
         if settings.recording.delete_from_twilio and not target.provider_deleted:
             _delete_at_twilio(target, settings, database, http)
         return RecordingStatus.STORED.value
@@ -290,13 +300,41 @@ def _content_type(announced: str | None) -> str:
     return value if value.startswith("audio/") and len(value) <= 64 else DEFAULT_CONTENT_TYPE
 
 
-def _mark_failed(database: Database, recording_id: int, reason: str) -> None:
+def mark_failed(
+    database: Database, recording_id: int, from_status: RecordingStatus, reason: str
+) -> None:
+    """Only from the status the step started at: a concurrent success is never undone."""
     with database.unit_of_work() as session:
         session.execute(
             update(Recording)
-            .where(Recording.id == recording_id, Recording.status == RecordingStatus.PENDING)
+            .where(Recording.id == recording_id, Recording.status == from_status)
             .values(status=RecordingStatus.FAILED, failure_reason=reason)
         )
+
+
+def run_step(
+    step: Callable[[], object],
+    database: Database,
+    recording_id: int,
+    from_status: RecordingStatus,
+    last_attempt: bool,
+) -> bool:
+    """One step of a recording's job. Unusable input marks the row failed at once (a retry
+    would meet the same file); an interruption is left to rq's retries and marks the row
+    failed only on the last attempt. False when the row was marked failed."""
+    try:
+        step()
+    except RecordingUnusable as exc:
+        mark_failed(database, recording_id, from_status, exc.message)
+        log.warning("recording %s failed: %s", recording_id, exc.message)
+        return False
+    except FetchInterrupted as exc:
+        if last_attempt:
+            reason = f"gave up after the last retry: {exc.message}"
+            mark_failed(database, recording_id, from_status, reason)
+            log.error("recording %s failed: %s", recording_id, reason)
+        raise
+    return True
 
 
 def _delete_at_twilio(

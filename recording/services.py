@@ -33,6 +33,13 @@ PROVIDER_TWILIO = "twilio"
 KEEP_VOICEMAIL_JOB = "recording.jobs.keep_twilio_voicemail"
 FETCH_JOB = "recording.jobs.fetch_twilio_recording"
 """Jobs named by path: recording.jobs imports this module, and the web process needs only the name."""
+PROCESS_JOB = "recording.processing.process_recording"
+TRANSCRIBE_JOB = "recording.processing.transcribe_recording"
+
+PROCESS_JOB_TIMEOUT_S = 15 * 60
+"""Conversion runs at ~600x real time here: even the largest allowed file takes minutes."""
+TRANSCRIBE_JOB_TIMEOUT_S = 60 * 60
+"""Free-form vosk runs at ~0.14x real time: an eight-hour recording takes over an hour."""
 
 FETCH_JOB_TIMEOUT_S = 15 * 60
 """The largest allowed recording at a slow 1 MB/s downloads in under ten minutes."""
@@ -187,6 +194,57 @@ def fetch_is_live(queue: Queue, recording_id: int) -> bool:
     except NoSuchJobError:
         return False
     return job.get_status(refresh=False) in LIVE_JOB_STATUSES
+
+
+def process_job_id(recording_id: int) -> str:
+    return f"kokan-recording-process-{recording_id}"
+
+
+def transcribe_job_id(recording_id: int) -> str:
+    return f"kokan-recording-transcribe-{recording_id}"
+
+
+def job_is_live(queue: Queue, job_id: str) -> bool:
+    try:
+        job = Job.fetch(job_id, connection=queue.connection)
+    except NoSuchJobError:
+        return False
+    return job.get_status(refresh=False) in LIVE_JOB_STATUSES
+
+
+def enqueue_processing(queue: Queue, recording_id: int, retry: Retry | None = None) -> bool:
+    """Chain the post-processing job after a fetch, unless one is already on its way."""
+    job_id = process_job_id(recording_id)
+    if job_is_live(queue, job_id):
+        return False
+    queue.enqueue(
+        PROCESS_JOB,
+        recording_id,
+        job_id=job_id,
+        retry=retry or fetch_retry(),
+        job_timeout=PROCESS_JOB_TIMEOUT_S,
+        result_ttl=RESULT_TTL_S,
+        failure_ttl=FAILURE_TTL_S,
+        description=f"convert recording {recording_id}",
+    )
+    return True
+
+
+def enqueue_transcription(queue: Queue, recording_id: int, retry: Retry | None = None) -> bool:
+    job_id = transcribe_job_id(recording_id)
+    if job_is_live(queue, job_id):
+        return False
+    queue.enqueue(
+        TRANSCRIBE_JOB,
+        recording_id,
+        job_id=job_id,
+        retry=retry or fetch_retry(),
+        job_timeout=TRANSCRIBE_JOB_TIMEOUT_S,
+        result_ttl=RESULT_TTL_S,
+        failure_ttl=FAILURE_TTL_S,
+        description=f"transcribe recording {recording_id}",
+    )
+    return True
 
 
 def fetch_again(

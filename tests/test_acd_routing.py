@@ -144,6 +144,28 @@ def test_a_preferred_agent_gets_the_first_chance(acd: AcdService, clock: ManualC
     assert agents_of(acd.tick().offers) == [("c2", ("other",))]
 
 
+def test_a_caller_who_spoke_to_an_agent_recently_waits_for_that_agent(
+    acd: AcdService, clock: ManualClock
+) -> None:
+    queue(acd, preferred_agent_wait_seconds=30)
+    agent(acd, "other")
+    agent(acd, "usual")
+    caller = "+819012345678"
+    first = acd.join("first", "q", caller=caller)
+    assert agents_of(first.offers) == [("first", ("other",))], "longest idle: other"
+    assert agents_of(acd.no_answer("first", "other").offers) == [("first", ("usual",))]
+    acd.answer("first", "usual")
+    acd.hangup("first")
+    acd.set_status("other", "available")
+    clock.advance(20)  # usual's 10 s wrap-up is over: other has been idle longer
+    acd.tick()
+    # the same customer calls back: their agent from last time gets it, not the longest idle
+    assert agents_of(acd.join("second", "q", caller=caller).offers) == [("second", ("usual",))]
+    assert agents_of(acd.join("stranger", "q", caller="+819099999999").offers) == [
+        ("stranger", ("other",))
+    ]
+
+
 def test_novices_get_the_simple_calls(acd: AcdService, clock: ManualClock) -> None:
     queue(acd, skills={"billing": 2}, prefer_novice=True)
     agent(acd, "expert", skills={"billing": 5})

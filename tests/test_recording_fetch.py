@@ -282,6 +282,7 @@ def configure(
 
     def write(*, auth_token: str = AUTH_TOKEN, **recording: Any) -> Settings:
         recording.setdefault("fetch_retry_intervals_s", [0, 0, 0])
+        recording.setdefault("post_process", False)  # conversion: test_recording_processing
         document = {
             "data_dir": str(settings.data_dir),
             "database_url": settings.database_url,

@@ -423,6 +423,8 @@ def test_a_stop_signal_ends_every_process(
     assert any("redis-server" in c for c in commands), commands
     assert any("gunicorn" in c for c in commands), commands
     assert any(c.endswith("-m kokan worker") for c in commands), commands
+    assert any(c.endswith("-m kokan router") for c in commands), commands
+    assert any(c.endswith("-m kokan cron") for c in commands), commands
     pids = [p.pid for p in tree]
 
     stop(served)

@@ -29,6 +29,9 @@ from sqlalchemy import func, select
 from twilio.request_validator import RequestValidator
 from werkzeug.test import TestResponse
 
+from acd.runtime import apply_config
+from acd.services import AcdService
+from acd.twilio_runtime import queue_voice
 from ivr.engine import CallState, Environment
 from ivr.http_fetch import fetch_json
 from ivr.model import Flow
@@ -60,6 +63,7 @@ AFTER_HOURS = dt.datetime(2026, 11, 24, 20, 0, tzinfo=TOKYO)
 
 VOICE = "/webhooks/twilio/voice"
 VOICEMAIL_SAVED = "/webhooks/twilio/voice/voicemail-saved"
+QUEUE_WAIT = f"{PUBLIC_URL}/webhooks/twilio/queue/wait"
 CHIME_URL = f"{PUBLIC_URL}/media/flows/prompts/chime.wav"
 
 LANGUAGE_PROMPT_JA = "お電話ありがとうございます。日本語は1を押してください。"
@@ -379,6 +383,7 @@ def make_app(
         engine.environment = Environment(now=clock, fetch_json=fetch_json)
         assert isinstance(engine.flows, PublishedFlows)
         engine.flows.clock = ticker
+        apply_config(AcdService(redis_client), app.extensions["kokan"].settings)
         made.append(app)
         return app
 
@@ -396,6 +401,13 @@ def voice_app(make_app: AppFactory, published: None) -> Flask:
 @pytest.fixture
 def twilio(voice_app: Flask) -> Twilio:
     return Twilio(voice_app.test_client())
+
+
+def queued_in(app: Flask, root: ET.Element, sid: str) -> str:
+    """The queue the call waits in: the turn sends the caller to the ACD's hold loop, and the
+    ACD holds the call."""
+    assert [redirect.text for redirect in root.iter("Redirect")] == [QUEUE_WAIT]
+    return queue_voice(app).acd.call(sid).queue
 
 
 # ---- signing ----
@@ -462,9 +474,9 @@ def test_a_japanese_caller_walks_to_the_billing_queue(
     assert [(say.text, say.get("language")) for say in gather] == [(MAIN_MENU_JA, "ja-JP")]
 
     queued = twiml(twilio.press(sid, 1, "1"))
-    assert verbs(queued) == ["Say", "Enqueue"]
+    assert verbs(queued) == ["Say", "Redirect"]
     assert said(queued) == ["請求担当におつなぎします。"]
-    assert only(queued, "Enqueue").text == "billing"
+    assert queued_in(voice_app, queued, sid) == "billing"
 
     [row] = call_rows(database, sid)
     assert row.queue == "billing"
@@ -489,7 +501,7 @@ def test_an_english_caller_hears_english_and_reaches_sales(
     assert [(say.text, say.get("language")) for say in queued.iter("Say")] == [
         ("Connecting you to sales.", "en-US")
     ]
-    assert only(queued, "Enqueue").text == "sales"
+    assert queued_in(voice_app, queued, sid) == "sales"
     [row] = call_rows(database, sid)
     assert row.queue == "sales"
 
@@ -513,7 +525,7 @@ def test_an_order_lookup_reads_the_status_from_the_order_api(
     assert state.variables["vip"] is True
 
     queued = twiml(twilio.press(sid, 3, "1"))
-    assert only(queued, "Enqueue").text == "support"
+    assert queued_in(voice_app, queued, sid) == "support"
     assert state_of(voice_app, sid).outcome == {
         "kind": "queued",
         "queue": "support",
@@ -529,7 +541,7 @@ def test_an_unknown_order_apologises_and_goes_to_support(voice_app: Flask, twili
     twiml(twilio.press(sid, 1, "4"))
     answer = twiml(twilio.press(sid, 2, "999999#"))
     assert said(answer)[0] == "申し訳ございません。ただいまご注文状況を確認できません。"
-    assert only(answer, "Enqueue").text == "support"
+    assert queued_in(voice_app, answer, sid) == "support"
     assert state_of(voice_app, sid).variables["http_error"] == "FetchError"
 
 
@@ -619,7 +631,7 @@ def test_a_replayed_step_answers_the_same_and_does_not_advance_the_call(
     assert state_of(voice_app, sid).to_json() == after_first.to_json()
 
     queued = twiml(twilio.press(sid, 1, "1"))
-    assert only(queued, "Enqueue").text == "billing"
+    assert queued_in(voice_app, queued, sid) == "billing"
     assert state_of(voice_app, sid).path.count("main_menu") == 1
 
 
@@ -892,7 +904,7 @@ def test_keys_that_are_not_a_choice_are_asked_again_and_touch_no_other_call(
 
     assert redis_keys(redis_client, other) == other_keys
     assert {key: redis_client.get(key) for key in other_keys} == other_before
-    assert only(twiml(twilio.press(other, 1, "3")), "Enqueue").text == "sales"
+    assert queued_in(voice_app, twiml(twilio.press(other, 1, "3")), other) == "sales"
 
 
 @pytest.mark.parametrize("digits", [fullwidth("123456") + "#", "12345a#", "1" * 10_000 + "#"])
@@ -945,7 +957,7 @@ def fallback_recording_path(root: ET.Element) -> str:
     assert spoken, "the caller hears nothing"
     assert spoken[0].startswith("申し訳ございません"), spoken
     assert any("メッセージ" in text for text in spoken), spoken
-    assert "Enqueue" not in verbs(root)
+    assert QUEUE_WAIT not in [redirect.text for redirect in root.iter("Redirect")]
     record = only(root, "Record")
     assert record.get("method") == "POST"
     action = record.get("action") or ""
@@ -1008,7 +1020,7 @@ def test_an_error_while_running_the_flow_uses_the_flows_own_fallback_queue(
     service(voice_app).engine.environment = Environment(now=broken_clock, fetch_json=fetch_json)
     root = twiml(twilio.press(sid, 0, "1"))
     assert said(root) == ["申し訳ございません。担当者におつなぎします。"]
-    assert only(root, "Enqueue").text == "support"
+    assert queued_in(voice_app, root, sid) == "support"
     [row] = call_rows(database, sid)
     assert row.queue == "support"
 
@@ -1034,7 +1046,7 @@ def test_a_call_finishes_on_the_version_it_started_with(
     on_v2 = new_sid("CA")
     assert reach_main_menu(on_v2) == [MAIN_MENU_JA_V2]
     assert state_of(voice_app, on_v2).version == 2
-    assert only(twiml(twilio.press(on_v1, 1, "3")), "Enqueue").text == "sales"
+    assert queued_in(voice_app, twiml(twilio.press(on_v1, 1, "3")), on_v1) == "sales"
 
     with database.unit_of_work() as session:
         assert rollback(session, "main", by="test") == 1

@@ -23,6 +23,8 @@ from sqlalchemy import Table, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
+from kokan import config
+from kokan.config import TicketsSettings
 from kokan.db import Database
 from tickets.models import Call, new_call_id
 
@@ -183,12 +185,14 @@ class CdrProjector:
         database: Database,
         consumer: str | None = None,
         reclaim_idle_ms: int = RECLAIM_IDLE_MS,
+        tickets: TicketsSettings | None = None,
     ) -> None:
         self.redis = client
         self.database = database
         self.consumer = consumer or f"{socket.gethostname()}-{os.getpid()}"
         self.reclaim_idle_ms = reclaim_idle_ms
         self._group_ready = False
+        self._tickets = tickets
 
     def _ensure_group(self) -> None:
         if self._group_ready:
@@ -219,8 +223,27 @@ class CdrProjector:
         events = [_decoded(fields) for _id, fields in entries if fields]
         with self.database.engine.begin() as connection:
             apply(connection, events)
+        self._calls_to_tickets(events)
         self.redis.xack(STREAM, GROUP, *[entry_id for entry_id, _fields in entries])
         return len(entries)
+
+    # ---- step 2, apart from the call-detail records: calls become tickets ----
+
+    def _calls_to_tickets(self, events: Sequence[Mapping[str, str]]) -> None:
+        """Ended calls become tickets per `tickets.call_rule` (tickets.call_tickets), in a
+        transaction of their own after the records are committed: a failure here is logged
+        and never holds up the calls table."""
+        try:
+            from tickets.call_tickets import tickets_for_calls
+
+            if self._tickets is None:  # as jobs do: the worker's own config file and env
+                self._tickets = config.load().settings.tickets
+            calls = {
+                (e["provider"], e["provider_call_id"]) for e in events if e["type"] != "arrived"
+            }
+            tickets_for_calls(self.database, self._tickets, calls)
+        except Exception:
+            log.exception("calls to tickets failed for this batch; call records are kept")
 
     def drain(self) -> int:
         """Project until nothing is waiting (tests and `kokan worker --burst`)."""

@@ -5,8 +5,9 @@ from __future__ import annotations
 import datetime as dt
 import enum
 import uuid
+from typing import Any
 
-from sqlalchemy import String, UniqueConstraint
+from sqlalchemy import JSON, ForeignKey, Index, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from kokan.db import Base, UTCDateTime, utcnow
@@ -49,3 +50,158 @@ class Call(Base):
     ended_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
     queue: Mapped[str | None] = mapped_column(String(64))
     outcome: Mapped[str | None] = mapped_column(String(32))
+
+
+# ---- the one customer record ----
+
+
+class TicketStatus(enum.StrEnum):
+    NEW = "new"
+    OPEN = "open"
+    PENDING = "pending"
+    SOLVED = "solved"
+    CLOSED = "closed"
+
+
+ACTIVE_STATUSES = (TicketStatus.NEW, TicketStatus.OPEN, TicketStatus.PENDING)
+"""A message from the customer joins a ticket only in one of these."""
+
+
+class Channel(enum.StrEnum):
+    VOICE = "voice"
+    VOICEMAIL = "voicemail"
+    SMS = "sms"
+    WHATSAPP = "whatsapp"
+    EMAIL = "email"
+    CHAT = "chat"
+    SURVEY = "survey"
+    NOTE = "note"
+    """An agent's internal note: never shown or sent to the customer."""
+
+
+class InteractionDirection(enum.StrEnum):
+    INBOUND = "inbound"
+    OUTBOUND = "outbound"
+    INTERNAL = "internal"
+
+
+class Customer(Base):
+    """A person; a merged customer stays as a tombstone whose merged_into_id names the survivor."""
+
+    __tablename__ = "customers"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    display_name: Mapped[str | None] = mapped_column(String(200))
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    merged_into_id: Mapped[int | None] = mapped_column(
+        ForeignKey("customers.id", ondelete="SET NULL"), index=True
+    )
+    merged_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+
+
+class CustomerPhone(Base):
+    __tablename__ = "customer_phones"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    customer_id: Mapped[int] = mapped_column(
+        ForeignKey("customers.id", ondelete="CASCADE"), index=True
+    )
+    e164: Mapped[str] = mapped_column(String(20), unique=True)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class CustomerEmail(Base):
+    __tablename__ = "customer_emails"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    customer_id: Mapped[int] = mapped_column(
+        ForeignKey("customers.id", ondelete="CASCADE"), index=True
+    )
+    email: Mapped[str] = mapped_column(String(320), unique=True)
+    """Lower-cased: one address is one person whatever case it was written in."""
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class Ticket(Base):
+    __tablename__ = "tickets"
+    __table_args__ = (Index("ix_tickets_customer_channel", "customer_id", "channel"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    customer_id: Mapped[int] = mapped_column(ForeignKey("customers.id", ondelete="CASCADE"))
+    channel: Mapped[str] = mapped_column(String(16))
+    status: Mapped[str] = mapped_column(String(16), default=TicketStatus.NEW, index=True)
+    priority: Mapped[str] = mapped_column(String(16), default="normal")
+    assignee: Mapped[str | None] = mapped_column(String(64), index=True)
+    tags: Mapped[list[str]] = mapped_column(JSON, default=list)
+    subject: Mapped[str] = mapped_column(String(200), default="")
+    previous_ticket_id: Mapped[int | None] = mapped_column(
+        ForeignKey("tickets.id", ondelete="SET NULL")
+    )
+    first_response_due_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+    resolution_due_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+    first_responded_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+    solved_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+    closed_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    last_activity_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class Interaction(Base):
+    """One call, message, voicemail, survey answer or note; stored once, on one customer."""
+
+    __tablename__ = "interactions"
+    __table_args__ = (
+        UniqueConstraint("provider", "provider_message_id"),
+        Index("ix_interactions_customer_created", "customer_id", "created_at"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    ticket_id: Mapped[int | None] = mapped_column(
+        ForeignKey("tickets.id", ondelete="CASCADE"), index=True
+    )
+    customer_id: Mapped[int] = mapped_column(ForeignKey("customers.id", ondelete="CASCADE"))
+    channel: Mapped[str] = mapped_column(String(16))
+    direction: Mapped[str] = mapped_column(String(16))
+    provider: Mapped[str | None] = mapped_column(String(16))
+    provider_message_id: Mapped[str | None] = mapped_column(String(64))
+    """Twilio's MessageSid (or CallSid, RecordingSid): the same delivery is stored once."""
+    from_address: Mapped[str | None] = mapped_column(String(320))
+    to_address: Mapped[str | None] = mapped_column(String(320))
+    author: Mapped[str | None] = mapped_column(String(64))
+    """The agent who wrote an outbound message or a note."""
+    body: Mapped[str] = mapped_column(Text, default="")
+    media: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    """[{"url": …, "content_type": …}] as the provider announced them."""
+    delivery_status: Mapped[str | None] = mapped_column(String(32))
+    delivery_error: Mapped[str | None] = mapped_column(String(255))
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class AuditEntry(Base):
+    """Who changed what and when: merges, ticket changes, opt-outs."""
+
+    __tablename__ = "audit_log"
+    __table_args__ = (Index("ix_audit_log_subject", "subject_type", "subject_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    actor: Mapped[str] = mapped_column(String(64))
+    action: Mapped[str] = mapped_column(String(64))
+    subject_type: Mapped[str] = mapped_column(String(16))
+    subject_id: Mapped[int] = mapped_column()
+    detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class OptOut(Base):
+    """A number that asked not to be messaged on a channel; opting back in deletes the row."""
+
+    __tablename__ = "opt_outs"
+    __table_args__ = (UniqueConstraint("e164", "channel"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    e164: Mapped[str] = mapped_column(String(20))
+    channel: Mapped[str] = mapped_column(String(16))
+    opted_out_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, request
 
+from acd.twilio_runtime import queue_voice
 from ivr.runtime import voice_service
 from webhooks import schemas
 from webhooks.signature import twilio_signed
@@ -38,3 +39,49 @@ def voicemail_saved() -> Response:
     call_sid, _event = schemas.step_event(request.form, timed_out=False)
     recording = request.form.get("RecordingUrl")
     return _twiml(voice_service().fallback_voicemail_saved(call_sid, recording))
+
+
+@blueprint.post("/status")
+@twilio_signed
+def call_status() -> Response:
+    """The number's status callback: a call's end (an abandon, if it was still waiting)."""
+    form = request.form
+    queue_voice().caller_status(
+        schemas.call_sid(form),
+        schemas.call_status(form),
+        schemas.caller_address(form),
+        schemas.called_address(form),
+    )
+    return Response(status=204)
+
+
+@blueprint.post("/queue/wait")
+@twilio_signed
+def queue_wait() -> Response:
+    return _twiml(queue_voice().wait(schemas.call_sid(request.form)))
+
+
+@blueprint.post("/queue/key")
+@twilio_signed
+def queue_key() -> Response:
+    form = request.form
+    return _twiml(
+        queue_voice().key(
+            schemas.call_sid(form), schemas.pressed_key(form), schemas.caller_address(form)
+        )
+    )
+
+
+@blueprint.post("/queue/agent")
+@twilio_signed
+def queue_agent() -> Response:
+    call, agent = schemas.agent_leg(request.args)
+    return _twiml(queue_voice().agent_answered(call, agent))
+
+
+@blueprint.post("/queue/agent-status")
+@twilio_signed
+def queue_agent_status() -> Response:
+    call, agent = schemas.agent_leg(request.args)
+    queue_voice().agent_leg_status(call, agent, schemas.call_status(request.form))
+    return Response(status=204)

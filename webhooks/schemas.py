@@ -6,6 +6,7 @@ import re
 
 from werkzeug.datastructures import MultiDict
 
+from acd.schemas import NAME_PATTERN
 from ivr.engine import Event, Input, NoInput, Recorded
 from ivr.twilio_calls import IncomingCall
 from kokan.errors import InvalidInput
@@ -19,6 +20,25 @@ MAX_DIGITS_KEPT = 65
 MAX_STEP = 100_000
 WHOLE_NUMBER = re.compile(r"^[0-9]{1,6}$")
 """ASCII digits only: str.isdigit() also accepts fullwidth and superscript digits (int() fails)."""
+
+
+AGENT_NAME = re.compile(NAME_PATTERN)
+CALL_STATUSES = frozenset(
+    {
+        "queued",
+        "initiated",
+        "ringing",
+        "in-progress",
+        "completed",
+        "busy",
+        "no-answer",
+        "failed",
+        "canceled",
+        "answered",
+    }
+)
+"""Every CallStatus Twilio documents for voice calls and their status callbacks."""
+MAX_KEY_DIGITS = 8
 
 
 class MalformedWebhook(InvalidInput):
@@ -64,3 +84,35 @@ def step_event(form: MultiDict[str, str], timed_out: bool) -> tuple[str, Event]:
     if form.get("Digits"):
         return sid, Input(digits=form["Digits"][:MAX_DIGITS_KEPT])
     return sid, NoInput()
+
+
+def call_sid(form: MultiDict[str, str]) -> str:
+    return _call_sid(form)
+
+
+def call_status(form: MultiDict[str, str]) -> str:
+    status = form.get("CallStatus", "")
+    if status not in CALL_STATUSES:
+        raise MalformedWebhook("CallStatus is missing or not a status Twilio sends")
+    return status
+
+
+def pressed_key(form: MultiDict[str, str]) -> str:
+    return form.get("Digits", "")[:MAX_KEY_DIGITS]
+
+
+def caller_address(form: MultiDict[str, str]) -> str:
+    return _address(form, "From")
+
+
+def called_address(form: MultiDict[str, str]) -> str:
+    return _address(form, "To")
+
+
+def agent_leg(args: MultiDict[str, str]) -> tuple[str, str]:
+    """The caller's CallSid and the agent id that Kokan put in an agent leg's URLs."""
+    call = args.get("call", "")
+    agent = args.get("agent", "")
+    if not CALL_SID.fullmatch(call) or not AGENT_NAME.fullmatch(agent):
+        raise MalformedWebhook("the call and agent parameters must name a queued call and agent")
+    return call, agent

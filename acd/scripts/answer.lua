@@ -39,6 +39,9 @@ else
   set(a, w, 'calls_day', DAY)
   set(a, w, 'calls', 1)
 end
+if c.kind == 'call' and c.caller and string.match(c.caller, '^%+%d+$') then
+  redis.call('SET', key(K_RECENT, c.caller), aid, 'EX', RECENT_AGENT_TTL_S)
+end
 local wait = NOW - n(c.joined)
 count(c.queue, 'answered')
 count(c.queue, 'answered_wait_ms', wait)

@@ -1,6 +1,7 @@
 -- A call joins a queue. ARGV[5] call id, [6] queue, [7] priority, [8] skills JSON
 -- (on top of the queue's), [9] channel, [10] preferred agent ('' none), [11] simple
--- '1'/'0', [12] caller number ('' unknown). Returns its position in line.
+-- '1'/'0', [12] caller number ('' unknown; an E.164 number also finds the agent who
+-- answered the caller recently, as the preferred agent). Returns its position in line.
 local cid, q = ARGV[5], ARGV[6]
 local cfg = queue_cfg(q)
 if not cfg then
@@ -18,6 +19,13 @@ local priority = tonumber(ARGV[7])
 local seq = redis.call('INCR', key(K_SEQ))
 local order = num(place(priority, seq))
 local pref, pref_until = ARGV[10], 0
+if pref == '' and cfg.preferred_agent_wait_seconds > 0 and string.match(ARGV[12], '^%+%d+$') then
+  -- the agent who answered this caller last, if they still serve this queue
+  local recent = redis.call('GET', key(K_RECENT, ARGV[12]))
+  if recent and redis.call('ZSCORE', key(K_MEMBERS, q), recent) then
+    pref = recent
+  end
+end
 if pref ~= '' and cfg.preferred_agent_wait_seconds > 0 then
   pref_until = NOW + cfg.preferred_agent_wait_seconds * 1000
 end

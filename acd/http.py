@@ -1,0 +1,171 @@
+"""The ACD's JSON API: queues, agents and calls for the floor, the admin and the agent.
+
+Who may do what: everyone signed in reads queues (agents see how many wait); admins
+and supervisors read agents and calls and set any agent's status; only admins change
+queues and agents; an agent reads and sets only their own agent (`acd.agent_users`
+says which agent a user is).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from flask import Blueprint, Response, g, request
+from werkzeug.exceptions import RequestEntityTooLarge
+
+from acd import manage
+from acd.agent_users import NoAgentForUser
+from acd.runtime import agent_users, runtime
+from admin.auth import require_role
+from admin.models import Role
+from kokan.errors import InvalidInput, KokanError, RoleForbidden
+
+MAX_BODY_BYTES = 64 * 1024
+"""A queue or an agent is a few hundred bytes of JSON; far more is a mistake or a flood,
+refused before it is read (the app-wide limit is sized for webhooks and uploads)."""
+
+EVERYONE = (Role.ADMIN, Role.SUPERVISOR, Role.AGENT)
+FLOOR = (Role.ADMIN, Role.SUPERVISOR)
+"""Those who watch and steer the whole floor."""
+
+
+blueprint = Blueprint("acd_api", __name__, url_prefix="/api/acd")
+log = logging.getLogger("kokan.acd")
+
+
+class BodyTooLarge(KokanError):
+    error_id = "acd-body-too-large"
+    status = 413
+
+
+class NotJsonObject(InvalidInput):
+    error_id = "acd-body-not-json"
+
+
+class NotYourAgent(RoleForbidden):
+    error_id = "acd-not-your-agent"
+
+
+def _body() -> dict[str, Any]:
+    """The request's JSON object; anything else is a 400 (413 when too large)."""
+    if (request.content_length or 0) > MAX_BODY_BYTES:
+        raise BodyTooLarge(f"the body is larger than {MAX_BODY_BYTES} bytes")
+    # a chunked body has no length to check: read one byte past the limit, then look
+    request.max_content_length = MAX_BODY_BYTES + 1
+    try:
+        raw = request.get_data(cache=False)
+    except RequestEntityTooLarge:
+        raise BodyTooLarge(f"the body is larger than {MAX_BODY_BYTES} bytes") from None
+    if len(raw) > MAX_BODY_BYTES:
+        raise BodyTooLarge(f"the body is larger than {MAX_BODY_BYTES} bytes")
+    if not raw.strip():
+        raise NotJsonObject("send a JSON object as the body")
+    try:
+        body = json.loads(raw)
+    except (ValueError, RecursionError):
+        raise NotJsonObject("the body is not valid JSON (UTF-8)") from None
+    if not isinstance(body, dict):
+        raise NotJsonObject(f"the body must be a JSON object, not {type(body).__name__}")
+    return body
+
+
+def _own_agent() -> str:
+    """The agent the signed-in user acts as (404 when they are none)."""
+    return agent_users().agent_for(g.principal.username)
+
+
+def _is_own(agent_id: str) -> bool:
+    try:
+        return _own_agent() == agent_id
+    except NoAgentForUser:
+        return False
+
+
+def _agent(agent_id: str) -> dict[str, Any]:
+    return manage.agent_json(runtime().service.agent(agent_id), agent_users())
+
+
+# -- queues ---------------------------------------------------------------------------
+
+
+@blueprint.get("/queues")
+@require_role(*EVERYONE)
+def list_queues() -> dict[str, Any]:
+    service = runtime().service
+    return {"queues": [service.queue(name).to_json() for name in service.queue_names()]}
+
+
+@blueprint.get("/queues/<name>")
+@require_role(*EVERYONE)
+def show_queue(name: str) -> dict[str, Any]:
+    return runtime().service.queue(name).to_json()
+
+
+@blueprint.put("/queues/<name>")
+@require_role(Role.ADMIN)
+def put_queue(name: str) -> dict[str, Any]:
+    queue = manage.put_queue(runtime(), name, _body())
+    return {"name": name, "config": queue.model_dump(mode="json")}
+
+
+# -- agents ---------------------------------------------------------------------------
+
+
+@blueprint.get("/agents")
+@require_role(*FLOOR)
+def list_agents() -> dict[str, Any]:
+    service = runtime().service
+    return {"agents": [_agent(agent_id) for agent_id in service.agent_ids()]}
+
+
+@blueprint.get("/agents/<agent_id>")
+@require_role(*FLOOR)
+def show_agent(agent_id: str) -> dict[str, Any]:
+    return _agent(agent_id)
+
+
+@blueprint.put("/agents/<agent_id>")
+@require_role(Role.ADMIN)
+def put_agent(agent_id: str) -> dict[str, Any]:
+    agent = manage.put_agent(runtime(), agent_id, _body())
+    return {"agent_id": agent_id, "config": agent.model_dump(mode="json")}
+
+
+@blueprint.delete("/agents/<agent_id>")
+@require_role(Role.ADMIN)
+def delete_agent(agent_id: str) -> Response:
+    manage.remove_agent(runtime(), agent_id)
+    return Response(status=204)
+
+
+@blueprint.post("/agents/<agent_id>/status")
+@require_role(*EVERYONE)
+def set_agent_status(agent_id: str) -> dict[str, Any]:
+    if g.principal.role is Role.AGENT and not _is_own(agent_id):
+        raise NotYourAgent("an agent may set only their own status")
+    view = manage.set_status(runtime(), agent_id, _body())
+    return manage.agent_json(view, agent_users())
+
+
+@blueprint.get("/me")
+@require_role(*EVERYONE)
+def show_me() -> dict[str, Any]:
+    return _agent(_own_agent())
+
+
+@blueprint.post("/me/status")
+@require_role(*EVERYONE)
+def set_my_status() -> dict[str, Any]:
+    view = manage.set_status(runtime(), _own_agent(), _body())
+    return manage.agent_json(view, agent_users())
+
+
+# -- calls ----------------------------------------------------------------------------
+
+
+@blueprint.get("/calls/<call_id>")
+@require_role(*FLOOR)
+def show_call(call_id: str) -> dict[str, Any]:
+    return runtime().service.call(call_id).to_json()

@@ -1,0 +1,88 @@
+"""The recordings API: list and search, one recording with its transcript, audio with Range.
+
+Ids in URLs are integers (the route converter refuses anything else); file names come
+from the row, never from the request.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, Response, g, request
+from werkzeug.wsgi import wrap_file
+
+from admin.auth import require_role
+from admin.models import Role
+from kokan.wiring import database, settings
+from recording.playback import (
+    Viewer,
+    list_recordings,
+    open_audio,
+    recording_detail,
+)
+from recording.schemas import RecordingQuery
+from recording.storage import LocalStorage
+
+blueprint = Blueprint("recordings_api", __name__, url_prefix="/api/recordings")
+
+ALL_ROLES = (Role.ADMIN, Role.SUPERVISOR, Role.AGENT)
+"""Agents pass the role check; recording.playback limits them to their own calls."""
+
+
+def _viewer() -> Viewer:
+    principal = g.principal
+    return Viewer(user_id=principal.user_id, username=principal.username, role=principal.role)
+
+
+@blueprint.get("")
+@require_role(*ALL_ROLES)
+def index() -> dict[str, Any]:
+    query = RecordingQuery.from_args(request.args.to_dict())
+    with database().unit_of_work() as session:
+        page = list_recordings(
+            session, _viewer(), query, agents_hear_own=settings().recording.agents_hear_own
+        )
+    return page.model_dump(mode="json")
+
+
+@blueprint.get("/<int:recording_id>")
+@require_role(*ALL_ROLES)
+def show(recording_id: int) -> dict[str, Any]:
+    with database().unit_of_work() as session:
+        detail = recording_detail(
+            session, _viewer(), recording_id, agents_hear_own=settings().recording.agents_hear_own
+        )
+    return detail.model_dump(mode="json")
+
+
+@blueprint.get("/<int:recording_id>/audio")
+@require_role(*ALL_ROLES)
+def audio(recording_id: int) -> Response:
+    download = request.args.get("download") == "1"
+    with database().unit_of_work() as session:
+        found = open_audio(
+            session,
+            LocalStorage(settings().recordings_dir),
+            _viewer(),
+            recording_id,
+            byte_range=request.headers.get("Range"),
+            download=download,
+            agents_hear_own=settings().recording.agents_hear_own,
+        )
+    response = Response(
+        wrap_file(request.environ, found.handle),
+        mimetype=found.content_type,
+        direct_passthrough=True,
+    )
+    response.content_length = found.size
+    response.headers["Content-Disposition"] = (
+        f'{"attachment" if download else "inline"}; filename="{found.download_name}"'
+    )
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    response.cache_control.private = True
+    response.cache_control.no_cache = True
+    if found.sha256:
+        response.set_etag(found.sha256)
+    # Range and If-Range / If-None-Match, as send_file(conditional=True) does
+    response.make_conditional(request.environ, accept_ranges=True, complete_length=found.size)
+    return response

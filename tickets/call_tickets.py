@@ -1,0 +1,125 @@
+"""Calls become tickets: the call-detail projector's second step, apart from the CDR itself.
+
+Which calls, `tickets.call_rule` says:
+
+| rule | a ticket for |
+|---|---|
+| `every_answered` | every call an agent answered, and every voicemail |
+| `missed_only` | every call that ended unanswered (abandoned, callback, failed, voicemail) |
+| `voicemail_only` | voicemails only |
+
+A voicemail always makes a ticket: it is a message waiting for an answer. Calls finished
+in the IVR (self-service) or transferred away never do. The call is judged from its row
+in `calls` once it has ended, so events in any order give the same result; the call's
+interaction is keyed by its CallSid, so projecting a call again changes nothing. A call
+whose party is not a phone number (anonymous, a `client:` or `sip:` address) is left
+without a ticket.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Iterable
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from kokan.config import TicketsSettings
+from kokan.db import Database
+from tickets import services
+from tickets.models import Call, Channel, Direction, Outcome
+from tickets.phones import InvalidPhoneNumber, to_e164
+
+log = logging.getLogger(__name__)
+
+NEVER = frozenset({Outcome.COMPLETED_IN_IVR.value, Outcome.TRANSFERRED.value})
+
+
+def _answered(call: Call) -> bool:
+    return call.answered_at is not None or call.outcome == Outcome.ANSWERED
+
+
+def wants_ticket(rule: str, call: Call) -> bool:
+    if call.ended_at is None or call.outcome in NEVER:
+        return False
+    if call.outcome == Outcome.VOICEMAIL:
+        return True
+    if rule == "every_answered":
+        return _answered(call)
+    if rule == "missed_only":
+        return not _answered(call)
+    return False
+
+
+def _summary(call: Call) -> str:
+    direction = "Inbound" if call.direction == Direction.INBOUND else "Outbound"
+    kind = "voicemail" if call.outcome == Outcome.VOICEMAIL else "call"
+    parts = [f"{direction} {kind}"]
+    if call.outcome:
+        parts.append(call.outcome)
+    if call.ended_at is not None:
+        seconds = max(0, int((call.ended_at - call.arrived_at).total_seconds()))
+        parts.append(f"{seconds // 60}m{seconds % 60:02d}s")
+    if call.queue:
+        parts.append(f"queue {call.queue}")
+    return ", ".join(parts)
+
+
+def ticket_for_call(session: Session, settings: TicketsSettings, call: Call) -> int | None:
+    """The interaction id of the call (made now or before), or None when it gets no ticket."""
+    if not wants_ticket(settings.call_rule, call):
+        return None
+    existing = services.find_interaction(session, call.provider, call.provider_call_id)
+    if existing is not None:
+        return existing.id
+    inbound = call.direction == Direction.INBOUND
+    party = call.from_number if inbound else call.to_number
+    try:
+        e164 = to_e164(party, settings.default_region)
+    except InvalidPhoneNumber:
+        log.info("call %s: %r is not a phone number; no ticket", call.provider_call_id, party)
+        return None
+    customer, _created = services.find_or_create_by_phone(session, e164)
+    channel = Channel.VOICEMAIL if call.outcome == Outcome.VOICEMAIL else Channel.VOICE
+    summary = _summary(call)
+    ended: dt.datetime = call.ended_at or call.arrived_at
+    ticket, _ = services.thread(session, settings, customer.id, channel.value, summary, ended)
+    interaction = services.record_interaction(
+        session,
+        customer_id=customer.id,
+        ticket=ticket,
+        channel=channel.value,
+        direction=call.direction,
+        body=summary,
+        provider=call.provider,
+        provider_message_id=call.provider_call_id,
+        from_address=call.from_number,
+        to_address=call.to_number,
+        at=call.arrived_at,
+    )
+    if ticket.last_activity_at < ended:
+        ticket.last_activity_at = ended
+    return interaction.id
+
+
+def tickets_for_calls(
+    database: Database, settings: TicketsSettings, calls: Iterable[tuple[str, str]]
+) -> int:
+    """Make the tickets the rule asks for among these (provider, call id) pairs; how many
+    calls now have one. Safe to repeat and to run in several projectors at once."""
+    keys = sorted(set(calls))
+    if not keys:
+        return 0
+
+    def work(session: Session) -> int:
+        made = 0
+        for provider, call_id in keys:
+            call = session.scalar(
+                select(Call).where(Call.provider == provider, Call.provider_call_id == call_id)
+            )
+            if call is not None and ticket_for_call(session, settings, call) is not None:
+                made += 1
+        return made
+
+    return services.run_with_retry(database, work)

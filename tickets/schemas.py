@@ -1,0 +1,161 @@
+"""Request bodies of the tickets API, and the JSON shapes it answers with."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from kokan.config import TICKET_PRIORITIES
+from kokan.errors import InvalidInput
+from tickets.models import AuditEntry, Customer, Interaction, Ticket
+from tickets.services import is_breached
+
+MAX_TAGS = 50
+MAX_TAG = 64
+MAX_NOTE = 20_000
+MAX_PAGE = 200
+
+M = TypeVar("M", bound=BaseModel)
+
+
+class TicketPatch(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    status: Literal["new", "open", "pending", "solved", "closed"] | None = None
+    priority: str | None = None
+    assignee: str | None = Field(default=None, max_length=64)
+    tags: list[str] | None = Field(default=None, max_length=MAX_TAGS)
+
+    @field_validator("priority")
+    @classmethod
+    def _known_priority(cls, value: str | None) -> str | None:
+        if value is not None and value not in TICKET_PRIORITIES:
+            raise ValueError(f"must be one of {', '.join(TICKET_PRIORITIES)}")
+        return value
+
+    @field_validator("tags")
+    @classmethod
+    def _clean_tags(cls, value: list[str] | None) -> list[str] | None:
+        if value is None:
+            return None
+        tags: list[str] = []
+        for raw in value:
+            tag = raw.strip()
+            if not tag or len(tag) > MAX_TAG or any(ch.isspace() for ch in tag):
+                raise ValueError(f"a tag is 1-{MAX_TAG} characters without spaces")
+            if tag not in tags:
+                tags.append(tag)
+        return tags
+
+
+class NoteBody(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    body: str = Field(min_length=1, max_length=MAX_NOTE)
+
+
+class ReplyBody(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    body: str = Field(min_length=1, max_length=4096)
+
+
+class MergeBody(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, populate_by_name=True)
+
+    from_id: int = Field(alias="from", ge=1)
+
+
+def parse(model: type[M], data: Any) -> M:
+    if not isinstance(data, dict):
+        raise InvalidInput("the request body must be a JSON object")
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"]) or "body"
+        raise InvalidInput(f"{where}: {first['msg']}") from None
+
+
+def _time(value: dt.datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def customer_json(
+    customer: Customer, phones: list[str], emails: list[str], tickets: list[Ticket]
+) -> dict[str, Any]:
+    return {
+        "id": customer.id,
+        "display_name": customer.display_name,
+        "phones": phones,
+        "emails": emails,
+        "created_at": _time(customer.created_at),
+        "merged_into": customer.merged_into_id,
+        "merged_at": _time(customer.merged_at),
+        "tickets": [ticket_summary(ticket) for ticket in tickets],
+    }
+
+
+def ticket_summary(ticket: Ticket) -> dict[str, Any]:
+    return {
+        "id": ticket.id,
+        "channel": ticket.channel,
+        "status": ticket.status,
+        "priority": ticket.priority,
+        "subject": ticket.subject,
+        "assignee": ticket.assignee,
+        "created_at": _time(ticket.created_at),
+        "last_activity_at": _time(ticket.last_activity_at),
+    }
+
+
+def ticket_json(ticket: Ticket, now: dt.datetime) -> dict[str, Any]:
+    return {
+        **ticket_summary(ticket),
+        "customer_id": ticket.customer_id,
+        "tags": list(ticket.tags),
+        "previous_ticket_id": ticket.previous_ticket_id,
+        "first_response_due_at": _time(ticket.first_response_due_at),
+        "resolution_due_at": _time(ticket.resolution_due_at),
+        "first_responded_at": _time(ticket.first_responded_at),
+        "solved_at": _time(ticket.solved_at),
+        "closed_at": _time(ticket.closed_at),
+        "updated_at": _time(ticket.updated_at),
+        "first_response_breached": is_breached(
+            ticket.first_response_due_at, ticket.first_responded_at, now
+        ),
+        "resolution_breached": is_breached(ticket.resolution_due_at, ticket.solved_at, now),
+    }
+
+
+def interaction_json(interaction: Interaction) -> dict[str, Any]:
+    return {
+        "id": interaction.id,
+        "ticket_id": interaction.ticket_id,
+        "customer_id": interaction.customer_id,
+        "channel": interaction.channel,
+        "direction": interaction.direction,
+        "internal": interaction.direction == "internal",
+        "from": interaction.from_address,
+        "to": interaction.to_address,
+        "author": interaction.author,
+        "body": interaction.body,
+        "media": list(interaction.media),
+        "provider": interaction.provider,
+        "provider_message_id": interaction.provider_message_id,
+        "delivery_status": interaction.delivery_status,
+        "delivery_error": interaction.delivery_error,
+        "created_at": _time(interaction.created_at),
+    }
+
+
+def audit_json(entry: AuditEntry) -> dict[str, Any]:
+    return {
+        "id": entry.id,
+        "actor": entry.actor,
+        "action": entry.action,
+        "detail": entry.detail,
+        "at": _time(entry.at),
+    }
