@@ -87,7 +87,7 @@ class QueueVoice:
         if call.state == "connected":
             if call.kind == "callback":
                 return twiml.goodbye(language)  # the agent leg is calling them back
-            return twiml.caller_bridge(call_sid)
+            return twiml.caller_bridge(call_sid, self.urls)
         if call.state == "ended":
             if call.result == "voicemail":
                 return twiml.voicemail(self.urls)

@@ -136,10 +136,11 @@ def _conference(dial: Dial, call_id: str) -> None:
     )
 
 
-def caller_bridge(call_id: str) -> str:
-    """The caller's side of an answered call."""
+def caller_bridge(call_id: str, urls: QueueUrls) -> str:
+    """The caller's side of an answered call; when the agent hangs up, the caller goes on
+    to the flow's survey (or a goodbye)."""
     response = VoiceResponse()
-    _conference(response.dial(), call_id)
+    _conference(response.dial(action=urls.ivr.after_agent(), method="POST"), call_id)
     return str(response)
 
 

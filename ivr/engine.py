@@ -155,6 +155,8 @@ class CallState:
     stack: list[Frame] = field(default_factory=list)
     outcome: dict[str, Any] | None = None
     survey: str | None = None
+    surveying: bool = False
+    """The call is in its post-call survey: each turn reports the answers so far."""
 
     @property
     def finished(self) -> bool:
@@ -180,6 +182,7 @@ class CallState:
             ],
             "outcome": dict(self.outcome) if self.outcome is not None else None,
             "survey": self.survey,
+            "surveying": self.surveying,
         }
 
     @classmethod
@@ -253,6 +256,26 @@ class Engine:
             language=flow.language,
         )
         return self._guarded(state, lambda actions: self._run(state, flow, flow.start, actions))
+
+    def start_survey(self, state: CallState) -> Turn | None:
+        """After the agent leg: the survey flow a `survey` node chose, on the same call.
+        Steps continue from the call's own, so a reply stored for an earlier step is never
+        taken for the survey's; the caller's language and variables come along."""
+        if not state.survey:
+            return None
+        version, flow = self.flows.active(state.survey)
+        survey = CallState(
+            call_id=state.call_id,
+            flow=state.survey,
+            version=version,
+            caller=state.caller,
+            called=state.called,
+            language=state.language,
+            step=state.step + 1,
+            variables=dict(state.variables),
+            surveying=True,
+        )
+        return self._guarded(survey, lambda actions: self._run(survey, flow, flow.start, actions))
 
     def resume(self, state: CallState, event: Event) -> Turn:
         state = CallState.from_json(state.to_json())  # never mutate the caller's copy

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -19,6 +20,10 @@ from tickets import cdr
 from tickets.models import Outcome
 
 PROVIDER = "twilio"
+AFTER_AGENT_STEP = "after-agent"
+"""The reply key of the turn that follows the agent leg (the survey's first prompt)."""
+SURVEY_SCORES = ("csat", "nps", "ces")
+"""Variables a survey flow stores its answers in (CSAT 1-5, NPS 0-10, CES 1-7)."""
 BUSY_RETRY_PAUSE_S = 1
 """A duplicate delivery that finds the call locked asks Twilio to come back a second later."""
 OUTCOMES = {
@@ -107,6 +112,33 @@ class VoiceService:
         finally:
             logs.call_id_var.reset(token)
 
+    def after_agent(self, call_sid: str) -> str:
+        """The agent leg ended (the conference's Dial returned): the survey the flow asked
+        for, on the same call, or goodbye. A repeated delivery gets the same answer."""
+        token = logs.call_id_var.set(call_sid)
+        try:
+            claim = self.store.claim(call_sid, AFTER_AGENT_STEP)
+            if claim.token is None:
+                return claim.reply or render_goodbye()
+            state = claim.state
+            turn = self.engine.start_survey(state) if state is not None else None
+            if state is None or turn is None:
+                self.store.release(call_sid, claim.token)
+                return render_goodbye()
+            twiml = render(turn.actions, turn.state.step, self.urls)
+            self.store.save(
+                turn.state, AFTER_AGENT_STEP, twiml, claim.token, also=self._call_events(turn.state)
+            )
+            log.info("caller continues into the survey %s", turn.state.flow)
+            return twiml
+        except CallBusy:
+            return self._come_back(self.urls.after_agent())
+        except Exception:
+            log.exception("could not start the survey; saying goodbye")
+            return render_goodbye()
+        finally:
+            logs.call_id_var.reset(token)
+
     def _out_of_step(self, call_sid: str, step: int, state: CallState | None) -> str:
         """A step Kokan has no answer for: unknown call, or a stale or future step number."""
         if state is None:
@@ -158,11 +190,18 @@ class VoiceService:
         )
         outcome = state.outcome or {}
         kind = outcome.get("kind")
-        if not arrived and kind is None:
+        answers = {
+            name: str(state.variables[name])[:8]
+            for name in SURVEY_SCORES
+            if state.surveying and state.variables.get(name) not in (None, "")
+        }
+        if not arrived and kind is None and not answers:
             return None
         now = utcnow()
 
         def send(pipe: redis.client.Pipeline) -> None:
+            if answers:  # every turn: answers given before a hang-up are kept
+                cdr.append(pipe, "survey", identity, now, answers=json.dumps(answers))
             if arrived:
                 cdr.append(pipe, "arrived", identity, now)
             if kind == "queued":

@@ -50,6 +50,10 @@ class Urls:
     def voicemail_saved(self) -> str:
         return f"{self.base}/webhooks/twilio/voice/voicemail-saved"
 
+    def after_agent(self) -> str:
+        """Where the caller goes when the agent leg ends: the survey, or goodbye."""
+        return f"{self.base}/webhooks/twilio/voice/after-agent"
+
     def queue_wait(self) -> str:
         """Where a queued caller waits: the ACD's hold loop (acd.twilio_calls)."""
         return f"{self.base}/webhooks/twilio/queue/wait"

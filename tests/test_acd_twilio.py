@@ -36,7 +36,7 @@ from acd.services import AcdService
 from acd.strategies import Strategy
 from acd.twilio_calls import QueueVoice
 from acd.twilio_runtime import build_calls, build_router, queue_voice
-from ivr.publishing import publish
+from ivr.publishing import PublishedFlows, publish
 from ivr.validator import CheckContext
 from kokan.app import create_app
 from kokan.config import AgentSettings, ConfigError, QueueSettings, Settings, TwilioSettings
@@ -45,7 +45,7 @@ from tests.conftest import REPO_ROOT
 from tests.local_http import serving
 from tests.twilio_signing import SIGNATURE_HEADER, new_sid, twilio_signature
 from tickets.cdr import CdrProjector
-from tickets.models import Call
+from tickets.models import Call, Interaction
 
 AUTH_TOKEN = "0a1b2c3d4e5f60718293a4b5c6d7e8f9"
 ACCOUNT_SID = "AC" + "7" * 32
@@ -529,3 +529,74 @@ def test_ring_all_rings_everyone_and_the_first_answer_stops_the_other_phones(
     assert {"Status": "canceled"} in updates, "ben's phone stops ringing"
     assert {"Url": PUBLIC_URL + WAIT, "Method": "POST"} in updates, "the caller is moved"
     assert voice.acd.agent("ben").status == "available"
+
+
+SURVEYED_FLOW = """
+start: mark
+language: ja
+nodes:
+  mark:
+    type: survey
+    flow: survey
+    next: billing
+  billing:
+    type: queue
+    queue: billing
+"""
+
+
+def test_after_the_agent_hangs_up_the_caller_answers_the_survey_onto_the_ticket(
+    twilio: Twilio,
+    voice: QueueVoice,
+    router: Router,
+    database: Database,
+    redis_client: redis.Redis,
+    acd_settings: Settings,
+) -> None:
+    context = CheckContext.for_directory(REPO_ROOT / "flows", ["billing"])
+    survey_source = (REPO_ROOT / "flows" / "survey.yaml").read_text(encoding="utf-8")
+    with database.unit_of_work() as session:
+        publish(session, "survey", survey_source, "flows/survey.yaml", context, by="test")
+        publish(session, "main", SURVEYED_FLOW, "flows/main.yaml", context, by="test")
+    wait_for(lambda: PublishedFlows(database).active("main")[0] == 2, "the new version")
+
+    sid = ringing(twilio, voice, router)
+    twilio.agent_answers(sid, "aiko")
+    bridge = twilio.hold(sid)
+    dial = bridge.find("Dial")
+    assert dial is not None
+    assert dial.get("action") == f"{PUBLIC_URL}/webhooks/twilio/voice/after-agent"
+
+    after = "/webhooks/twilio/voice/after-agent"
+    first = twiml(twilio.post(after, twilio.call_params(sid)))
+    assert said(first) == [
+        "本日の対応の満足度を、1から5の数字で入力してください。5がとても満足です。"
+    ]
+    again = twiml(twilio.post(after, twilio.call_params(sid)))
+    assert said(again) == said(first), "a repeated delivery gets the same prompt"
+
+    def press(root: ET.Element, digits: str) -> ET.Element:
+        gather = root.find("Gather")
+        assert gather is not None
+        path = (gather.get("action") or "").removeprefix(PUBLIC_URL)
+        return twiml(twilio.post(path, twilio.call_params(sid, Digits=digits)))
+
+    nps = press(first, "4")
+    assert "0から10" in said(nps)[0]
+    done = press(nps, "9")
+    assert said(done) == ["ご協力ありがとうございました。"]
+    twilio.agent_leg_ends(sid, "aiko", "completed")
+    twilio.post("/webhooks/twilio/status", twilio.call_params(sid, "completed"))
+
+    CdrProjector(redis_client, database, tickets=acd_settings.tickets).drain()
+    with database.unit_of_work() as session:
+        answers = session.scalars(
+            select(Interaction).where(Interaction.provider_message_id == f"{sid}:survey")
+        ).one()
+        assert answers.answers == {"csat": "4", "nps": "9"}
+        assert answers.body == "CSAT 4, NPS 9"
+        call = session.scalars(
+            select(Interaction).where(Interaction.provider_message_id == sid)
+        ).one()
+        assert (answers.customer_id, answers.ticket_id) == (call.customer_id, call.ticket_id)
+        assert answers.ticket_id is not None

@@ -19,8 +19,9 @@ without a ticket.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -28,7 +29,7 @@ from sqlalchemy.orm import Session
 from kokan.config import TicketsSettings
 from kokan.db import Database
 from tickets import services
-from tickets.models import Call, Channel, Direction, Outcome
+from tickets.models import Call, Channel, Direction, Outcome, Ticket
 from tickets.phones import InvalidPhoneNumber, to_e164
 
 log = logging.getLogger(__name__)
@@ -121,5 +122,65 @@ def tickets_for_calls(
             if call is not None and ticket_for_call(session, settings, call) is not None:
                 made += 1
         return made
+
+    return services.run_with_retry(database, work)
+
+
+SURVEY_SUFFIX = ":survey"
+"""A survey's interaction is keyed by its call id plus this: one per call, updated as the
+caller answers (a caller who hangs up halfway keeps the answers given)."""
+SURVEY_LABELS = {"csat": "CSAT", "nps": "NPS", "ces": "CES"}
+
+
+def _survey_body(answers: Mapping[str, str]) -> str:
+    return ", ".join(f"{SURVEY_LABELS.get(name, name)} {value}" for name, value in answers.items())
+
+
+def survey_answers(
+    database: Database, settings: TicketsSettings, events: Sequence[Mapping[str, str]]
+) -> int:
+    """Keep each call's survey answers as one interaction on the caller's record, on the
+    call's ticket when it has one; how many calls' answers were stored."""
+    latest: dict[tuple[str, str], dict[str, str]] = {}
+    parties: dict[tuple[str, str], str] = {}
+    for event in events:
+        key = (event["provider"], event["provider_call_id"])
+        latest.setdefault(key, {}).update(json.loads(event.get("answers") or "{}"))
+        parties[key] = event.get("from", "")
+    if not latest:
+        return 0
+
+    def work(session: Session) -> int:
+        stored = 0
+        for (provider, call_id), answers in sorted(latest.items()):
+            try:
+                e164 = to_e164(parties[(provider, call_id)], settings.default_region)
+            except InvalidPhoneNumber:
+                continue
+            key = call_id + SURVEY_SUFFIX
+            interaction = services.find_interaction(session, provider, key)
+            if interaction is None:
+                customer, _created = services.find_or_create_by_phone(session, e164)
+                call = services.find_interaction(session, provider, call_id)
+                ticket = (
+                    session.get(Ticket, call.ticket_id)
+                    if call is not None and call.ticket_id is not None
+                    else None
+                )
+                interaction = services.record_interaction(
+                    session,
+                    customer_id=customer.id,
+                    ticket=ticket,
+                    channel=Channel.SURVEY.value,
+                    direction=Direction.INBOUND,
+                    provider=provider,
+                    provider_message_id=key,
+                    from_address=parties[(provider, call_id)],
+                )
+            merged = {**(interaction.answers or {}), **answers}
+            interaction.answers = merged
+            interaction.body = _survey_body(merged)
+            stored += 1
+        return stored
 
     return services.run_with_retry(database, work)

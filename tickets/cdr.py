@@ -163,6 +163,8 @@ def apply(connection: Connection, events: Sequence[Mapping[str, str]]) -> None:
             connection.execute(
                 update(CALLS).where(match, CALLS.c.ended_at.is_(None)).values(ended_at=at)
             )
+        elif event["type"] == "survey":
+            pass  # not a column of the call: the tickets step keeps the answers
         else:
             log.warning("unknown call event type %r ignored", event["type"])
 
@@ -234,7 +236,7 @@ class CdrProjector:
         transaction of their own after the records are committed: a failure here is logged
         and never holds up the calls table."""
         try:
-            from tickets.call_tickets import tickets_for_calls
+            from tickets.call_tickets import survey_answers, tickets_for_calls
 
             if self._tickets is None:  # as jobs do: the worker's own config file and env
                 self._tickets = config.load().settings.tickets
@@ -242,6 +244,9 @@ class CdrProjector:
                 (e["provider"], e["provider_call_id"]) for e in events if e["type"] != "arrived"
             }
             tickets_for_calls(self.database, self._tickets, calls)
+            survey_answers(
+                self.database, self._tickets, [e for e in events if e["type"] == "survey"]
+            )
         except Exception:
             log.exception("calls to tickets failed for this batch; call records are kept")
 

@@ -176,6 +176,8 @@ class Interaction(Base):
     """[{"url": …, "content_type": …}] as the provider announced them."""
     delivery_status: Mapped[str | None] = mapped_column(String(32))
     delivery_error: Mapped[str | None] = mapped_column(String(255))
+    answers: Mapped[dict[str, str] | None] = mapped_column(JSON)
+    """A survey's scores by name (csat, nps, ces), as the caller keyed them."""
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
     updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
 

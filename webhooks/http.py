@@ -33,6 +33,12 @@ def voice_step() -> Response:
     return _twiml(voice_service().step(call_sid, step, event))
 
 
+@blueprint.post("/voice/after-agent")
+@twilio_signed
+def after_agent() -> Response:
+    return _twiml(voice_service().after_agent(schemas.call_sid(request.form)))
+
+
 @blueprint.post("/voice/voicemail-saved")
 @twilio_signed
 def voicemail_saved() -> Response:
