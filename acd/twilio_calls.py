@@ -31,6 +31,8 @@ UNANSWERED = frozenset({"busy", "no-answer", "failed", "canceled"})
 """Final statuses of an agent leg that never talked to anyone."""
 CALL_OVER = frozenset({"completed", "busy", "no-answer", "failed", "canceled"})
 """Final statuses of the caller's own call (Twilio's status callback)."""
+CALL_STARTED = frozenset({"queued", "initiated", "ringing", "in-progress", "answered"})
+"""Statuses before the end: each only confirms the call exists (arrivals are idempotent)."""
 ABANDON_RESULTS = frozenset({"abandoned", "short-abandon"})
 
 log = logging.getLogger(__name__)
@@ -140,13 +142,16 @@ class QueueVoice:
             logs.call_id_var.reset(token)
 
     def caller_status(self, call_sid: str, status: str, caller: str, called: str) -> None:
-        """Twilio's status callback for the caller's call: its end is an abandon while
-        waiting, the end of the conversation once connected."""
+        """Twilio's status callback for the caller's call: an early status makes sure the
+        call has its record (even when the voice webhook never got through); the end is an
+        abandon while waiting, the end of the conversation once connected."""
+        identity = cdr.CallIdentity(PROVIDER, call_sid, caller, called)
         if status not in CALL_OVER:
+            if status in CALL_STARTED:
+                cdr.append(self.acd.redis, "arrived", identity, utcnow())
             return
         token = logs.call_id_var.set(call_sid)
         try:
-            identity = cdr.CallIdentity(PROVIDER, call_sid, caller, called)
             now = utcnow()
             pipe = self.acd.redis.pipeline(transaction=False)
             cdr.append(pipe, "ended", identity, now)

@@ -600,3 +600,17 @@ def test_after_the_agent_hangs_up_the_caller_answers_the_survey_onto_the_ticket(
         ).one()
         assert (answers.customer_id, answers.ticket_id) == (call.customer_id, call.ticket_id)
         assert answers.ticket_id is not None
+
+
+def test_a_status_callback_before_the_voice_webhook_still_makes_the_record(
+    twilio: Twilio, database: Database, redis_client: redis.Redis
+) -> None:
+    sid = new_sid("CA")
+    for status in ("ringing", "completed"):
+        answer = twilio.post("/webhooks/twilio/status", twilio.call_params(sid, status))
+        assert answer.status_code == 204
+    CdrProjector(redis_client, database).drain()
+    with database.unit_of_work() as session:
+        row = session.scalars(select(Call).where(Call.provider_call_id == sid)).one()
+        assert (row.from_number, row.to_number) == (CALLER, KOKAN_NUMBER)
+        assert row.ended_at is not None
