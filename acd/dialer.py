@@ -24,6 +24,7 @@ from acd.twilio_legs import TwilioLegs
 from acd.twilio_twiml import QueueUrls
 from kokan.config import QueueSettings
 from kokan.logs import call_id_var
+from kokan.twilio_rest import TwilioNotConfigured
 
 AGENT_LEG_EVENTS = ["initiated", "ringing", "answered", "completed"]
 """Status callbacks asked for on agent legs: the final one says no-answer, busy or done."""
@@ -106,7 +107,7 @@ class TwilioCalls:
                 status_callback_method="POST",
                 timeout=ring_s,
             )
-        except (TwilioException, OSError) as exc:
+        except (TwilioException, TwilioNotConfigured, OSError) as exc:
             log.error("could not ring agent %s at %s: %s", agent_id, address, exc)
             self._not_reached(offer, agent_id)
             return
@@ -127,7 +128,7 @@ class TwilioCalls:
         gone, or the next loop turn will do it)."""
         try:
             self.rest.calls(call_id).update(url=self.urls.wait(), method="POST")
-        except (TwilioException, OSError) as exc:
+        except (TwilioException, TwilioNotConfigured, OSError) as exc:
             log.warning("could not move caller %s on: %s", call_id, exc)
             return False
         return True
@@ -139,6 +140,6 @@ class TwilioCalls:
                 continue
             try:
                 self.rest.calls(leg_sid).update(status="canceled")
-            except (TwilioException, OSError) as exc:
+            except (TwilioException, TwilioNotConfigured, OSError) as exc:
                 # an answered or finished leg cannot be canceled; nothing rings any more
                 log.debug("agent leg %s not canceled: %s", leg_sid, exc)

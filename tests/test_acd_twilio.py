@@ -614,3 +614,19 @@ def test_a_status_callback_before_the_voice_webhook_still_makes_the_record(
         row = session.scalars(select(Call).where(Call.provider_call_id == sid)).one()
         assert (row.from_number, row.to_number) == (CALLER, KOKAN_NUMBER)
         assert row.ended_at is not None
+
+
+def test_without_twilio_credentials_an_offer_is_handed_back_at_once(
+    twilio: Twilio, voice: QueueVoice, redis_client: redis.Redis, acd_settings: Settings
+) -> None:
+    unconfigured = acd_settings.model_copy(update={"twilio": TwilioSettings()})
+    acd = AcdService(redis_client)
+    bare = Router(acd, build_calls(acd, redis_client, unconfigured))
+    try:
+        sid = queued_call(twilio)
+        voice.acd.set_status("aiko", "available")
+        bare.run_once()
+        wait_for(lambda: voice.acd.agent("aiko").status == "not-ready", "aiko handed back")
+        assert voice.acd.call(sid).state == "waiting"
+    finally:
+        bare.pool.shutdown(wait=True)
