@@ -23,6 +23,7 @@ from ivr.twiml import render_fallback
 from kokan import logs
 from kokan.config import QueueSettings
 from kokan.db import utcnow
+from recording.live import CallRecorder
 from tickets import cdr
 from tickets.models import Outcome
 
@@ -54,6 +55,7 @@ class QueueVoice:
         self.urls = urls
         self.queues = queues
         self.default_language = default_language
+        self.recorder = CallRecorder(acd.redis, lambda: calls.rest, urls.base, queues)
 
     # -- the caller ------------------------------------------------------------------
 
@@ -89,7 +91,10 @@ class QueueVoice:
         if call.state == "connected":
             if call.kind == "callback":
                 return twiml.goodbye(language)  # the agent leg is calling them back
-            return twiml.caller_bridge(call_sid, self.urls)
+            recording = self.recorder.bridge(call_sid, call.queue, language)
+            return twiml.caller_bridge(
+                call_sid, self.urls, recording.consent, recording.conference_callback
+            )
         if call.state == "ended":
             if call.result == "voicemail":
                 return twiml.voicemail(self.urls)
@@ -200,9 +205,12 @@ class QueueVoice:
             cdr.append(pipe, "answered", identity, now)
             cdr.append(pipe, "outcome", identity, now, outcome=Outcome.ANSWERED.value)
             pipe.execute()
+            if not answered.duplicate:
+                self.recorder.answered(call_id, agent_id, call.queue)
             if not answered.duplicate and not self.calls.redirect_caller(call_id):
                 log.info("caller not moved at once; the next hold-loop turn connects them")
-            return twiml.agent_bridge(call_id, call.queue, language)
+            recording = self.recorder.bridge(call_id, call.queue, language)
+            return twiml.agent_bridge(call_id, call.queue, language, recording.conference_callback)
         except IGNORED_ACD_ERRORS:
             return twiml.agent_nothing_to_take(self.default_language)
         finally:

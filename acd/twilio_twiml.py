@@ -2,8 +2,8 @@
 sentences Kokan itself says to a waiting caller or a ringing agent.
 
 Caller and agent meet in a conference named after the caller's CallSid: each leg is
-sent there by its own TwiML, so neither depends on the other's webhook, and a later
-issue can add recording, whisper or barge to the same room.
+sent there by its own TwiML, so neither depends on the other's webhook. Recording is
+of the caller's leg (recording.live); the room records itself only as the fallback.
 """
 
 from __future__ import annotations
@@ -126,29 +126,57 @@ def waiting(
     return str(response)
 
 
-def _conference(dial: Dial, call_id: str) -> None:
+RECORDING_EVENTS = "completed absent"
+"""The conference recording's status callbacks Kokan needs: the finished file, or none."""
+
+
+def _conference(dial: Dial, call_id: str, record_callback: str | None = None) -> None:
+    """`record_callback`: the conference records itself (mono), reporting there; only when
+    the two-channel recording of the caller's leg could not be started."""
+    recording: dict[str, str] = {}
+    if record_callback:
+        recording = {
+            "record": "record-from-start",
+            "recording_status_callback": record_callback,
+            "recording_status_callback_event": RECORDING_EVENTS,
+            "recording_status_callback_method": "POST",
+        }
     dial.conference(
         conference_name(call_id),
         start_conference_on_enter=True,
         end_conference_on_exit=True,
         beep=False,
         wait_url="",
+        **recording,
     )
 
 
-def caller_bridge(call_id: str, urls: QueueUrls) -> str:
+def caller_bridge(
+    call_id: str,
+    urls: QueueUrls,
+    consent: tuple[str, str] | None = None,
+    record_callback: str | None = None,
+) -> str:
     """The caller's side of an answered call; when the agent hangs up, the caller goes on
-    to the flow's survey (or a goodbye)."""
+    to the flow's survey (or a goodbye). `consent` (text, language): said first, when the
+    call may be recorded."""
     response = VoiceResponse()
-    _conference(response.dial(action=urls.ivr.after_agent(), method="POST"), call_id)
+    if consent is not None:
+        text, language = consent
+        response.say(text, language=twilio_locale(language))
+    _conference(
+        response.dial(action=urls.ivr.after_agent(), method="POST"), call_id, record_callback
+    )
     return str(response)
 
 
-def agent_bridge(call_id: str, queue: str, language: str) -> str:
+def agent_bridge(
+    call_id: str, queue: str, language: str, record_callback: str | None = None
+) -> str:
     """The agent's side: a one-line whisper naming the queue, then the caller."""
     response = VoiceResponse()
     _say(response, language, "call_from", queue=queue)
-    _conference(response.dial(), call_id)
+    _conference(response.dial(), call_id, record_callback)
     return str(response)
 
 

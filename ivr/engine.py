@@ -101,7 +101,14 @@ class Hangup:
     pass
 
 
-Action = Say | Play | Listen | Record | Enqueue | Transfer | Hangup
+@dataclass(frozen=True)
+class RecordingControl:
+    """Pause or resume the call's recording now (a `recording` node); silent for the caller."""
+
+    action: str
+
+
+Action = Say | Play | Listen | Record | Enqueue | Transfer | Hangup | RecordingControl
 
 
 # ---- events: what the caller did ----
@@ -436,9 +443,20 @@ class Engine:
                 "priority": priority,
                 "skills": dict(node.skills),
             }
+            policy = self._recording_policy(state, flow)
+            if policy is not None:
+                # the flow's policy wins over the queue's; the driver reads it from here
+                state.outcome["recording"] = policy.mode
+                if policy.mode != "never" and policy.consent:
+                    text, language = self._text(policy.consent, state, flow)
+                    actions.append(Say(text, language, flow.voices.get(language)))
+                    state.outcome["consent_said"] = True
             state.node = None
             actions.append(Enqueue(node.queue, priority, dict(node.skills)))
             return None
+        if isinstance(node, m.RecordingNode):
+            actions.append(RecordingControl(node.action))
+            return node.next
         if isinstance(node, m.VoicemailNode):
             prompts = self._render(node.prompt, state, flow)
             actions.append(Record(tuple(prompts), node.max_length, node.finish_on_key))
@@ -471,6 +489,17 @@ class Engine:
             self._hang_up(state, actions)
             return None
         raise FlowRuntimeError(f"no behaviour for node type {type(node).__name__}")
+
+    def _recording_policy(self, state: CallState, flow: m.Flow) -> m.FlowRecording | None:
+        """The innermost flow that says how its calls are recorded: the current one, then
+        the flows that called it as a subflow."""
+        if flow.recording is not None:
+            return flow.recording
+        for frame in reversed(state.stack):
+            caller = self.flows.version(frame.flow, frame.version)
+            if caller.recording is not None:
+                return caller.recording
+        return None
 
     def _hang_up(self, state: CallState, actions: list[Action]) -> None:
         if state.outcome is None:

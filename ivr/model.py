@@ -305,6 +305,16 @@ class SurveyNode(Strict):
     next: NodeName
 
 
+class RecordingNode(Strict):
+    """Pause the call's recording (before a card number) or resume it; the paused span is
+    silence in the file and is listed in the recording's metadata. Nothing happens when
+    the call is not being recorded."""
+
+    type: Literal["recording"]
+    action: Literal["pause", "resume"]
+    next: NodeName
+
+
 class GotoNode(Strict):
     type: Literal["goto"]
     to: NodeName
@@ -339,6 +349,7 @@ Node = Annotated[
     | VoicemailNode
     | TransferNode
     | SurveyNode
+    | RecordingNode
     | GotoNode
     | SubflowNode
     | ReturnNode
@@ -358,6 +369,7 @@ NODE_TYPES = [
     "voicemail",
     "transfer",
     "survey",
+    "recording",
     "goto",
     "subflow",
     "return",
@@ -429,6 +441,58 @@ class Fallback(Strict):
     )
 
 
+RecordingMode = Literal["always", "never", "on_demand"]
+_RECORDING_SCHEMA: dict[str, Any] = {
+    "anyOf": [
+        {"type": "string", "enum": ["always", "never", "on_demand"]},
+        {
+            "type": "object",
+            "properties": {
+                "mode": {"type": "string", "enum": ["always", "never", "on_demand"]},
+                "consent": {
+                    "type": "object",
+                    "description": "one text per language, said at the queue node",
+                    "propertyNames": {"pattern": LANGUAGE_CODE.pattern},
+                    "additionalProperties": {"type": "string", "minLength": 1},
+                },
+            },
+            "required": ["mode"],
+            "additionalProperties": False,
+        },
+    ]
+}
+
+
+class FlowRecording(Strict):
+    """Whether calls of this flow are recorded once an agent answers. Set, it wins over the
+    queue's own `record` (config.yaml `queues.<name>.record`); unset, the queue decides.
+    `consent` is said at the flow's queue nodes, in the caller's language."""
+
+    @classmethod
+    def __get_pydantic_json_schema__(
+        cls, core_schema: CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        return dict(_RECORDING_SCHEMA)
+
+    mode: RecordingMode
+    consent: dict[str, str] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _short_spelling(cls, value: Any) -> Any:
+        return {"mode": value} if isinstance(value, str) else value
+
+    @field_validator("consent")
+    @classmethod
+    def _consent(cls, value: dict[str, str]) -> dict[str, str]:
+        for language, text in value.items():
+            if not LANGUAGE_CODE.fullmatch(language):
+                raise ValueError(f"{language!r} is not a language code (like ja or en-US)")
+            if not text.strip():
+                raise ValueError("a consent text must not be empty")
+        return value
+
+
 class Flow(Strict):
     start: NodeName
     language: str = Field(default="ja", description="the language before the caller picks one")
@@ -436,6 +500,10 @@ class Flow(Strict):
     voices: dict[str, str] = Field(default_factory=dict, description="language: TTS voice")
     hours: dict[NodeName, Hours] = Field(default_factory=dict, json_schema_extra=_ONLY_PATTERN_KEYS)
     fallback: Fallback = Fallback()
+    recording: FlowRecording | None = Field(
+        default=None,
+        description="always | never | on_demand, or {mode, consent}; wins over the queue's",
+    )
     nodes: dict[NodeName, Node] = Field(min_length=1, json_schema_extra=_ONLY_PATTERN_KEYS)
 
     @field_validator("language")

@@ -33,6 +33,7 @@ def init_app(app: Flask, resources: Resources) -> None:
         urls=Urls(base),
         flow_for_number=flow_for_number,
         on_queued=queue_voice(app).join,
+        recorder=queue_voice(app).recorder,
     )
 
 

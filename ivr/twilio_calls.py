@@ -11,10 +11,11 @@ import redis
 from twilio.twiml.voice_response import VoiceResponse
 
 from ivr.call_store import START_STEP, AlsoSend, CallBusy, CallStore
-from ivr.engine import CallState, Engine, Event
+from ivr.engine import Action, CallState, Engine, Event, RecordingControl
 from ivr.twiml import Urls, render, render_fallback, render_goodbye
 from kokan import logs
 from kokan.db import utcnow
+from recording.live import CallRecorder, NotRecording, remember_flow_policy
 from recording.services import enqueue_voicemail
 from tickets import cdr
 from tickets.models import Outcome
@@ -51,13 +52,16 @@ class VoiceService:
         urls: Urls,
         flow_for_number: Callable[[str], str],
         on_queued: Callable[[CallState], None] | None = None,
+        recorder: CallRecorder | None = None,
     ) -> None:
-        """`on_queued` hands a call whose flow ended in a queue node to the ACD."""
+        """`on_queued` hands a call whose flow ended in a queue node to the ACD;
+        `recorder` pauses and resumes the call's recording for `recording` nodes."""
         self.engine = engine
         self.store = store
         self.urls = urls
         self.flow_for_number = flow_for_number
         self.on_queued = on_queued
+        self.recorder = recorder
 
     def start(self, call: IncomingCall) -> str:
         token = logs.call_id_var.set(call.call_sid)
@@ -103,6 +107,7 @@ class VoiceService:
                 turn.state, str(step), twiml, claim.token, also=self._call_events(turn.state)
             )
             self._after_turn(turn.state)
+            self._control_recording(call_sid, turn.actions)
             return twiml
         except CallBusy:
             return self._come_back(self.urls.step(step))
@@ -129,6 +134,7 @@ class VoiceService:
             self.store.save(
                 turn.state, AFTER_AGENT_STEP, twiml, claim.token, also=self._call_events(turn.state)
             )
+            self._control_recording(call_sid, turn.actions)
             log.info("caller continues into the survey %s", turn.state.flow)
             return twiml
         except CallBusy:
@@ -221,9 +227,36 @@ class VoiceService:
         except Exception:
             log.exception("could not record the call's arrival")
 
+    def _control_recording(self, call_sid: str, actions: tuple[Action, ...]) -> None:
+        """A `recording` node: pause or resume before the TwiML that follows it is played
+        (the caller says the card number only after the pause took effect). A call not
+        being recorded, or Twilio refusing, is logged; the caller goes on regardless."""
+        for action in actions:
+            if not isinstance(action, RecordingControl) or self.recorder is None:
+                continue
+            try:
+                if action.action == "pause":
+                    self.recorder.pause(call_sid)
+                else:
+                    self.recorder.resume(call_sid)
+            except NotRecording:
+                log.debug("recording node %s: the call is not being recorded", action.action)
+            except Exception:
+                log.exception("recording node %s failed", action.action)
+
     def _after_turn(self, state: CallState) -> None:
         """Side effects of a turn beyond its TwiML and call-detail events."""
         outcome = state.outcome or {}
+        if outcome.get("kind") == "queued" and outcome.get("recording"):
+            try:  # the flow's recording policy, for the ACD driver once an agent answers
+                remember_flow_policy(
+                    self.store.redis,
+                    state.call_id,
+                    str(outcome["recording"]),
+                    bool(outcome.get("consent_said")),
+                )
+            except Exception:
+                log.exception("could not keep the flow's recording policy")
         if outcome.get("kind") == "queued" and self.on_queued is not None:
             try:  # the hold loop finds a call the ACD lacks and falls back to voicemail
                 self.on_queued(state)

@@ -188,6 +188,11 @@ def check(parsed: ParsedFlow, context: CheckContext) -> list[FlowProblem]:
         zone(flow.timezone)
     except UnknownTimeZone as exc:
         report(("timezone",), str(exc), at_value=True)
+    if flow.recording is not None and flow.recording.mode == "never" and flow.recording.consent:
+        report(
+            ("recording", "consent"),
+            "recording: a consent announcement for calls that are never recorded (mode is never)",
+        )
     if flow.fallback.queue:
         _check_queue(flow.fallback.queue, ("fallback", "queue"), context, report)
     if flow.fallback.prompt is not None:

@@ -81,8 +81,10 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     from kokan.health import blueprint as health
     from recording.http import blueprint as recordings_api
     from tickets.http import blueprint as tickets_api
+    from tickets.intake_http import blueprint as intake_webhooks
     from webhooks.http import blueprint as twilio_webhooks
     from webhooks.messaging_http import blueprint as twilio_messaging
+    from webhooks.recording_http import blueprint as twilio_recordings
 
     acd_twilio.init_app(app, resources)
     ivr_runtime.init_app(app, resources)
@@ -92,7 +94,9 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     app.register_blueprint(ivr_media)
     app.register_blueprint(twilio_webhooks)
     app.register_blueprint(twilio_messaging)
+    app.register_blueprint(twilio_recordings)
     app.register_blueprint(tickets_api)
+    app.register_blueprint(intake_webhooks)
     app.register_blueprint(acd_api)
     app.register_blueprint(recordings_api)
     return app

@@ -169,6 +169,20 @@ def cron(ctx: click.Context) -> None:
     scheduler(connect(url)).start()  # type: ignore[no-untyped-call]  # rq ships it untyped
 
 
+@cli.command()
+@click.option("--sip-host", default=None, help="address the SIP endpoint binds to and publishes")
+@click.option("--sip-port", type=int, default=None, help="SIP port (UDP and TCP)")
+@click.pass_context
+def sip(ctx: click.Context, sip_host: str | None, sip_port: int | None) -> None:
+    """Run one SIP media worker: answers calls over SIP and walks them through the published
+    flows until SIGTERM or Ctrl-C, then hangs up its calls and stops."""
+    from ivr.sip_worker import run_until_signalled
+
+    loaded = _load(ctx, **{"sip.host": sip_host, "sip.port": sip_port})
+    client = open_redis(loaded)
+    run_until_signalled(loaded.settings, open_migrated_database(loaded), client)
+
+
 @cli.group()
 def db() -> None:
     """Database migrations."""

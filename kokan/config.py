@@ -24,6 +24,7 @@ from pydantic import (
     ValidationError,
     ValidationInfo,
     field_validator,
+    model_validator,
 )
 from sqlalchemy.engine import make_url
 
@@ -145,6 +146,25 @@ class RecordingSettings(BaseModel):
     retention_days_by_queue: dict[str, int] = Field(
         default_factory=dict, description="queue -> days, overriding retention_days"
     )
+    storage: Literal["local", "s3"] = Field(
+        default="local",
+        description="where recordings are kept: local (storage_dir) or s3 (an S3-compatible "
+        "bucket; needs boto3: pip install 'kokan[s3]')",
+    )
+    s3_bucket: str | None = Field(default=None, min_length=3, max_length=63)
+    s3_prefix: str = Field(
+        default="", max_length=200, description="put before every key, e.g. recordings/"
+    )
+    s3_endpoint_url: str | None = Field(
+        default=None, description="an S3-compatible server (MinIO, SeaweedFS, …); unset: AWS"
+    )
+    s3_region: str | None = None
+    s3_access_key_id: str | None = Field(
+        default=None, description="unset: boto3's own (AWS_ACCESS_KEY_ID, ~/.aws, a role)"
+    )
+    s3_secret_access_key: SecretStr | None = Field(
+        default=None, description="a secret: set it in the environment, never in config.yaml"
+    )
 
     @field_validator("fetch_retry_intervals_s")
     @classmethod
@@ -166,6 +186,23 @@ class RecordingSettings(BaseModel):
         if isinstance(value, bool):
             raise ValueError("must be a whole number, not true/false")
         return value
+
+    @field_validator("s3_endpoint_url")
+    @classmethod
+    def _s3_endpoint_is_http(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("must be an http:// or https:// URL")
+        _check_url_port(value)
+        return value.rstrip("/")
+
+    @model_validator(mode="after")
+    def _s3_needs_a_bucket(self) -> RecordingSettings:
+        if self.storage == "s3" and not self.s3_bucket:
+            raise ValueError("storage s3 needs s3_bucket (recording.s3_bucket)")
+        return self
 
 
 TICKET_PRIORITIES = ("low", "normal", "high", "urgent")
@@ -259,6 +296,12 @@ class TicketsSettings(BaseModel):
         return {**_default_sla(), **value}
 
 
+CONSENT_LANGUAGE = r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})?$"
+"""The flow language's own language codes (ivr.model.LANGUAGE_CODE)."""
+MAX_CONSENT_CHARS = 1000
+"""A consent sentence or two; Twilio's <Say> takes far more, callers do not."""
+
+
 class QueueSettings(QueueConfig):
     """A queue calls can be handed to, with its routing (see acd.schemas.QueueConfig)."""
 
@@ -287,6 +330,26 @@ class QueueSettings(QueueConfig):
         pattern=r"^[a-z]{2}(-[A-Za-z]{2,4})?$",
         description="announcements' language when the flow chose none",
     )
+    record: Literal["always", "never", "on_demand"] = Field(
+        default="never",
+        description="record answered calls: always, never, or when an agent starts it; "
+        "a flow's own `recording:` wins over this",
+    )
+    recording_consent: dict[str, str] = Field(
+        default_factory=dict,
+        description="language -> text said to the caller before the bridge when the call "
+        "may be recorded (always / on_demand)",
+    )
+
+    @field_validator("recording_consent")
+    @classmethod
+    def _consent_texts(cls, value: dict[str, str]) -> dict[str, str]:
+        for language, text in value.items():
+            if not re.fullmatch(CONSENT_LANGUAGE, language):
+                raise ValueError(f"{language!r} is not a language code (like ja or en-US)")
+            if not text.strip() or len(text) > MAX_CONSENT_CHARS:
+                raise ValueError(f"a consent text is 1 to {MAX_CONSENT_CHARS} characters")
+        return value
 
 
 class AgentSettings(AgentConfig):
@@ -313,6 +376,94 @@ class IvrSettings(BaseModel):
     default_flow: str = Field(default="main", description="the flow a call starts in")
     numbers: dict[str, str] = Field(
         default_factory=dict, description="called number (E.164) -> flow, overriding the default"
+    )
+
+
+SIP_DEFAULT_PORT = 5060
+"""The SIP port every softphone and trunk assumes when none is given."""
+SIP_DEFAULT_RTP_PORT = 40000
+"""Start of the worker's RTP ports, above the usual ephemeral ranges' low end and below 65535."""
+SIP_DEFAULT_CODECS = ("PCMU/8000", "PCMA/8000")
+"""G.711 first: every phone and trunk speaks it; pjsua would otherwise offer speex first."""
+SIP_MAX_CALLS = 4
+"""pjsua2-python 2.15.1's wheel is compiled with PJSUA_MAX_CALLS = 4; more is clamped."""
+
+
+class SipSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    host: str = Field(default="127.0.0.1", description="address the SIP endpoint binds to")
+    port: int = Field(default=SIP_DEFAULT_PORT, ge=1, le=65535, description="SIP port, UDP and TCP")
+    public_address: str | None = Field(
+        default=None,
+        description="address published in Via/Contact/SDP (default: host); never guessed",
+    )
+    rtp_port: int = Field(
+        default=SIP_DEFAULT_RTP_PORT,
+        ge=1024,
+        le=65535 - 2 * SIP_MAX_CALLS,
+        description="first RTP port; the worker uses 2 x max_calls ports from here",
+    )
+    max_calls: int = Field(
+        default=SIP_MAX_CALLS, ge=1, le=SIP_MAX_CALLS, description="calls one worker holds"
+    )
+    codecs: list[str] = Field(
+        default_factory=lambda: list(SIP_DEFAULT_CODECS),
+        min_length=1,
+        description="codecs offered, in order (pjsua names: PCMU/8000, PCMA/8000, G722/16000)",
+    )
+
+    @field_validator("port", "rtp_port", "max_calls", mode="before")
+    @classmethod
+    def _no_bool(cls, value: Any) -> Any:
+        if isinstance(value, bool):
+            raise ValueError("must be a whole number, not true/false")
+        return value
+
+
+INTAKE_SECRET_MIN_CHARS = 16
+"""A shorter shared secret is guessable; the intake refuses to start with one."""
+SMTP_DEFAULT_PORT = 587
+"""The submission port: where a mail server takes mail from its own users, with STARTTLS."""
+
+
+class IntakeSettings(BaseModel):
+    """The signed JSON intake for e-mail and chat (tickets.intake)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    secret: SecretStr | None = Field(
+        default=None,
+        description="shared HMAC secret of /webhooks/intake/*; a secret: set KOKAN_INTAKE__SECRET",
+    )
+
+    @field_validator("secret")
+    @classmethod
+    def _long_enough(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and 0 < len(value.get_secret_value()) < INTAKE_SECRET_MIN_CHARS:
+            raise ValueError(f"must have at least {INTAKE_SECRET_MIN_CHARS} characters")
+        return value
+
+
+class EmailSettings(BaseModel):
+    """Agents' e-mail replies through an SMTP server (tickets.email_out)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    smtp_host: str | None = Field(default=None, description="no host: e-mail replies fail")
+    smtp_port: int = Field(default=SMTP_DEFAULT_PORT, ge=1, le=65535)
+    starttls: bool = Field(default=True, description="upgrade the connection with STARTTLS")
+    smtp_user: str | None = None
+    smtp_password: SecretStr | None = Field(
+        default=None, description="a secret: set KOKAN_EMAIL__SMTP_PASSWORD"
+    )
+    from_address: str = Field(default="support@localhost", max_length=320)
+    from_name: str = Field(default="Kokan support", max_length=200)
+    timeout_s: int = Field(default=30, ge=1, le=600)
+    send_retry_intervals_s: list[int] = Field(
+        default_factory=lambda: [30, 120, 600],
+        max_length=20,
+        description="seconds before each retry of an e-mail the server did not take",
     )
 
 
@@ -347,6 +498,9 @@ class Settings(BaseModel):
     ivr: IvrSettings = IvrSettings()
     recording: RecordingSettings = RecordingSettings()
     tickets: TicketsSettings = TicketsSettings()
+    intake: IntakeSettings = IntakeSettings()
+    email: EmailSettings = EmailSettings()
+    sip: SipSettings = SipSettings()
 
     @field_validator("skills")
     @classmethod
@@ -472,7 +626,13 @@ class Settings(BaseModel):
         return f"sqlite:///{self.resolved_data_dir / 'kokan.db'}"
 
 
-SECRET_PATHS = {("secret_key",), ("twilio", "auth_token")}
+SECRET_PATHS = {
+    ("secret_key",),
+    ("twilio", "auth_token"),
+    ("recording", "s3_secret_access_key"),
+    ("intake", "secret"),
+    ("email", "smtp_password"),
+}
 URL_PATHS = {("database_url",), ("redis_url",)}
 
 
@@ -662,7 +822,13 @@ def mask_url(url: str) -> str:
 def secret_values(settings: Settings) -> list[str]:
     """Strings that must never reach a log line."""
     values: list[str] = []
-    for secret in (settings.secret_key, settings.twilio.auth_token):
+    for secret in (
+        settings.secret_key,
+        settings.twilio.auth_token,
+        settings.recording.s3_secret_access_key,
+        settings.intake.secret,
+        settings.email.smtp_password,
+    ):
         if secret is not None and secret.get_secret_value():
             values.append(secret.get_secret_value())
     for url in (settings.database_url, settings.redis_url):

@@ -8,12 +8,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, Response, g, request
+from flask import Blueprint, Response, current_app, g, request
 from werkzeug.wsgi import wrap_file
 
+from acd.runtime import runtime
+from acd.twilio_runtime import queue_voice
 from admin.auth import require_role
 from admin.models import Role
 from kokan.wiring import database, settings
+from recording.live_control import authorize, control, live_json
 from recording.playback import (
     Viewer,
     list_recordings,
@@ -21,12 +24,23 @@ from recording.playback import (
     recording_detail,
 )
 from recording.schemas import RecordingQuery
-from recording.storage import LocalStorage
+from recording.storage import Storage, storage_for
 
 blueprint = Blueprint("recordings_api", __name__, url_prefix="/api/recordings")
 
 ALL_ROLES = (Role.ADMIN, Role.SUPERVISOR, Role.AGENT)
 """Agents pass the role check; recording.playback limits them to their own calls."""
+
+
+STORAGE_EXTENSION = "kokan.recording.storage"
+
+
+def _storage() -> Storage:
+    """One per process: an S3 client is built once, not per play."""
+    found: Storage | None = current_app.extensions.get(STORAGE_EXTENSION)
+    if found is None:
+        found = current_app.extensions[STORAGE_EXTENSION] = storage_for(settings())
+    return found
 
 
 def _viewer() -> Viewer:
@@ -55,6 +69,15 @@ def show(recording_id: int) -> dict[str, Any]:
     return detail.model_dump(mode="json")
 
 
+@blueprint.post("/live/<call_sid>/<any(start, pause, resume):action>")
+@require_role(*ALL_ROLES)
+def live(call_sid: str, action: str) -> dict[str, Any]:
+    """Start (on_demand), pause or resume (card numbers) the recording of a call in progress."""
+    acd = runtime()
+    authorize(_viewer(), call_sid, acd.service, acd.users)
+    return live_json(control(queue_voice().recorder, call_sid, action))
+
+
 @blueprint.get("/<int:recording_id>/audio")
 @require_role(*ALL_ROLES)
 def audio(recording_id: int) -> Response:
@@ -62,7 +85,7 @@ def audio(recording_id: int) -> Response:
     with database().unit_of_work() as session:
         found = open_audio(
             session,
-            LocalStorage(settings().recordings_dir),
+            _storage(),
             _viewer(),
             recording_id,
             byte_range=request.headers.get("Range"),

@@ -31,9 +31,11 @@ from recording.errors import (
     TwilioCredentialsRefused,
     TwilioNotConfigured,
 )
-from recording.models import Recording, RecordingStatus
+from recording.links import link_recent
+from recording.models import Recording, RecordingKind, RecordingStatus
 from recording.services import (
     PROVIDER_TWILIO,
+    CallFacts,
     enqueue_processing,
     enqueue_stalled,
     fetch_retry,
@@ -41,7 +43,7 @@ from recording.services import (
     recordings_queue,
     voicemail_recorded,
 )
-from recording.storage import LocalStorage, Storage, key_for
+from recording.storage import Storage, key_for, storage_for
 from recording.twilio_media import Download, TwilioMediaClient
 from recording.twilio_urls import MEDIA_EXTENSION, TwilioRecordingRef
 from recording.wav_info import read_wav_info
@@ -108,12 +110,48 @@ def keep_twilio_voicemail(
         logs.call_id_var.reset(token)
 
 
+def keep_twilio_call_recording(
+    provider_call_id: str,
+    recording_url: str,
+    recording_sid: str,
+    duration_s: int | None,
+    agent_id: str | None,
+    queue_name: str | None,
+    pauses: list[dict[str, int | None]],
+) -> int:
+    """The rq job the recording status callback enqueues: the call recording's row
+    (agent, queue, paused spans), then its fetch job, which chains conversion and
+    transcription."""
+    job = get_current_job()
+    if job is None:
+        raise RuntimeError("keep_twilio_call_recording runs as an rq job (it enqueues on Redis)")
+    token = logs.call_id_var.set(provider_call_id)
+    try:
+        with job_context() as (settings, database):
+            received = voicemail_recorded(
+                database,
+                recordings_queue(job.connection),
+                provider_call_id=provider_call_id,
+                recording_url=recording_url,
+                recording_sid=recording_sid,
+                duration_s=duration_s,
+                retry=fetch_retry(settings.recording.fetch_retry_intervals_s),
+                kind=RecordingKind.CALL,
+                facts=CallFacts(agent_id=agent_id, queue=queue_name, pauses=pauses),
+            )
+        return received.recording_id
+    finally:
+        logs.call_id_var.reset(token)
+
+
 def requeue_stalled_fetches() -> list[int]:
-    """A periodic rq job (rq's cron): pending recordings whose fetch job was lost get a new one."""
+    """A periodic rq job (rq's cron): pending recordings whose fetch job was lost get a new
+    one, and recent recordings are linked to interactions that appeared since."""
     job = get_current_job()
     if job is None:
         raise RuntimeError("requeue_stalled_fetches runs as an rq job (it enqueues on its Redis)")
     with job_context() as (settings, database):
+        link_recent(database)  # recordings whose interaction appeared after every other step
         return enqueue_stalled(
             database,
             recordings_queue(job.connection),
@@ -129,7 +167,7 @@ def fetch_twilio_recording(recording_id: int) -> str:
             recording_id,
             settings=settings,
             database=database,
-            storage=LocalStorage(settings.recordings_dir),
+            storage=storage_for(settings),
             http=TwilioMediaClient(),
             last_attempt=job is None or not job.retries_left,
         )

@@ -76,8 +76,18 @@ class Recording(Base):
     """The agent on the call (their username), for "agents hear their own calls"; None for a
     voicemail. A plain string until the call record links agents."""
     legal_hold: Mapped[bool] = mapped_column(default=False, server_default=false())
-    """Retention never deletes a recording on hold (later: set from the ticket's hold)."""
+    """Retention never deletes a recording on hold, nor one whose ticket is on hold."""
     deleted_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+    queue: Mapped[str | None] = mapped_column(String(64))
+    """The queue the call was answered from, as the recording's callback said: known at
+    once, before the call-detail row (which also has it) is projected."""
+    pauses: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON)
+    """[{"start_ms", "end_ms"}, …]: spans paused (silence in the file), from the start of
+    the recording; end_ms None means paused to the end."""
+    interaction_id: Mapped[int | None] = mapped_column(
+        ForeignKey("interactions.id", ondelete="SET NULL"), index=True
+    )
+    """The call's (or voicemail's) interaction, hence its ticket; linked whenever both exist."""
 
 
 class Transcript(Base):

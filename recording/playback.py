@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import BinaryIO
 
-from sqlalchemy import Select, select
+from sqlalchemy import ColumnElement, Select, func, select
 from sqlalchemy.orm import Session
 
 from admin.models import Role
@@ -31,7 +31,7 @@ from recording.schemas import (
     TranscriptOut,
 )
 from recording.storage import Storage
-from tickets.models import Call
+from tickets.models import Call, Interaction
 
 MAX_LOGGED_RANGE = 128
 """The Range header is logged as sent, cut to the column's width."""
@@ -82,11 +82,17 @@ def _visible(viewer: Viewer, agents_hear_own: bool, row: Recording) -> None:
         raise RecordingForbidden(f"recording {row.id} is not of one of your calls")
 
 
-def _base() -> Select[Recording, str | None, int]:
+def _queue() -> ColumnElement[str | None]:
+    """The call-detail row's queue, else the one the recording's callback named."""
+    return func.coalesce(Call.queue, Recording.queue)
+
+
+def _base() -> Select[Recording, str | None, int, int | None]:
     return (
-        select(Recording, Call.queue, Transcript.id)
+        select(Recording, _queue(), Transcript.id, Interaction.ticket_id)
         .outerjoin(Call, Call.id == Recording.call_id)
         .outerjoin(Transcript, Transcript.recording_id == Recording.id)
+        .outerjoin(Interaction, Interaction.id == Recording.interaction_id)
     )
 
 
@@ -101,7 +107,9 @@ def list_recordings(
     if agent is not None:
         statement = statement.where(Recording.agent_id == agent)
     if query.queue is not None:
-        statement = statement.where(Call.queue == query.queue)
+        statement = statement.where(_queue() == query.queue)
+    if query.ticket is not None:
+        statement = statement.where(Interaction.ticket_id == query.ticket)
     if query.kind is not None:
         statement = statement.where(Recording.kind == query.kind)
     if query.since is not None:
@@ -114,7 +122,7 @@ def list_recordings(
         # a plain LIKE: % and _ typed by the user are matched as themselves
         statement = statement.where(Transcript.text.contains(word, autoescape=True))
     found = session.execute(statement.order_by(Recording.id.desc()).limit(query.limit + 1)).all()
-    page = [_out(row, queue, transcript_id) for row, queue, transcript_id in found]
+    page = [_out(row, queue, transcript_id, ticket) for row, queue, transcript_id, ticket in found]
     more = len(page) > query.limit
     page = page[: query.limit]
     return RecordingPage(recordings=page, next_before_id=page[-1].id if more else None)
@@ -130,11 +138,11 @@ def recording_detail(
     )
     if found is None:
         raise RecordingNotFound(f"no recording {recording_id}")
-    row, queue, transcript_id = found
+    row, queue, transcript_id, ticket = found
     _visible(viewer, agents_hear_own, row)
     transcript = session.get(Transcript, transcript_id) if transcript_id is not None else None
     return RecordingDetail(
-        **_out(row, queue, transcript_id).model_dump(),
+        **_out(row, queue, transcript_id, ticket).model_dump(),
         transcript=TranscriptOut(
             text=transcript.text,
             words=transcript.words,
@@ -194,7 +202,9 @@ def open_audio(
     )
 
 
-def _out(row: Recording, queue: str | None, transcript_id: int | None) -> RecordingOut:
+def _out(
+    row: Recording, queue: str | None, transcript_id: int | None, ticket_id: int | None
+) -> RecordingOut:
     playable = row.status == RecordingStatus.STORED and row.storage_key is not None
     return RecordingOut(
         id=row.id,
@@ -215,4 +225,7 @@ def _out(row: Recording, queue: str | None, transcript_id: int | None) -> Record
         legal_hold=row.legal_hold,
         has_transcript=transcript_id is not None,
         audio_url=AUDIO_URL.format(id=row.id) if playable else None,
+        pauses=list(row.pauses or []),
+        interaction_id=row.interaction_id,
+        ticket_id=ticket_id,
     )

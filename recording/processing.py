@@ -30,13 +30,14 @@ from recording.errors import (
     StorageFull,
 )
 from recording.jobs import job_context, run_step
+from recording.links import attach_recording
 from recording.models import Recording, RecordingStatus, Transcript
 from recording.services import (
     enqueue_transcription,
     fetch_retry,
     recordings_queue,
 )
-from recording.storage import LocalStorage, Storage, key_for
+from recording.storage import Storage, key_for, storage_for
 
 DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
 """A full disk or an exhausted quota: space can be freed, so the conversion is retried."""
@@ -64,7 +65,7 @@ def process_recording(recording_id: int) -> str:
             recording_id,
             settings=settings,
             database=database,
-            storage=LocalStorage(settings.recordings_dir),
+            storage=storage_for(settings),
             last_attempt=job is None or not job.retries_left,
         )
         if (
@@ -88,7 +89,7 @@ def transcribe_recording(recording_id: int) -> str:
             recording_id,
             settings=settings,
             database=database,
-            storage=LocalStorage(settings.recordings_dir),
+            storage=storage_for(settings),
         )
 
 
@@ -234,6 +235,7 @@ def transcribe_stored(
     if source.status != RecordingStatus.STORED or source.storage_key is None:
         return source.status
     if _has_transcript(database, recording_id):
+        attach_recording(database, recording_id)
         return "transcribed"
     path = transcribe.model_path(settings)
     if path is None:
@@ -257,6 +259,7 @@ def transcribe_stored(
             )
     except IntegrityError:
         log.info("recording %s was transcribed by a concurrent job", recording_id)
+    attach_recording(database, recording_id)  # a voicemail's words onto its interaction
     log.info("recording %s transcribed: %s words", recording_id, len(words))
     return "transcribed"
 

@@ -2,7 +2,7 @@
 
 recording.retention_days applies to every recording, recording.retention_days_by_queue
 overrides it for a queue's calls (the queue on the call-detail row). A recording on legal
-hold is never deleted. Deleting is two steps, each safe to repeat: the row is marked
+hold is never deleted, nor one whose ticket is on legal hold. Deleting is two steps, each safe to repeat: the row is marked
 deleted (transcript removed, access log written) in one transaction, then the file goes
 and the row forgets its key; a run cut short between the two is finished by the next.
 """
@@ -12,7 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 
-from sqlalchemy import ColumnElement, and_, delete, false, or_, select, update
+from sqlalchemy import ColumnElement, and_, delete, false, or_, select, true, update
 
 from kokan.config import Settings
 from kokan.db import Database, utcnow
@@ -24,8 +24,9 @@ from recording.models import (
     RecordingStatus,
     Transcript,
 )
-from recording.storage import LocalStorage, Storage, key_for
-from tickets.models import Call
+from recording.services import link_call
+from recording.storage import Storage, key_for, storage_for
+from tickets.models import Call, Interaction, Ticket
 
 RETENTION_ACTOR = "retention"
 """Who the access log says deleted it."""
@@ -40,7 +41,17 @@ log = logging.getLogger(__name__)
 def apply_retention_job() -> list[int]:
     """The rq job to schedule daily (rq cron); returns the ids deleted."""
     with job_context() as (settings, database):
-        return apply_retention(database, LocalStorage(settings.recordings_dir), settings)
+        return apply_retention(database, storage_for(settings), settings)
+
+
+def _ticket_on_hold() -> ColumnElement[bool]:
+    """The recording's interaction is on a ticket under legal hold."""
+    return (
+        select(Ticket.id)
+        .join(Interaction, Interaction.ticket_id == Ticket.id)
+        .where(Interaction.id == Recording.interaction_id, Ticket.legal_hold == true())
+        .exists()
+    )
 
 
 def _due(settings: Settings, now: dt.datetime) -> ColumnElement[bool] | None:
@@ -75,6 +86,7 @@ def apply_retention(
                     due,
                     Recording.status != RecordingStatus.DELETED,
                     Recording.legal_hold == false(),
+                    ~_ticket_on_hold(),
                 )
                 .order_by(Recording.id)
                 .limit(batch)
@@ -100,13 +112,18 @@ def _mark_deleted(
         queue or "", settings.recording.retention_days
     )
     with database.unit_of_work() as session:
-        # guarded: a legal hold set since the selection wins
+        row = session.get(Recording, recording_id)
+        if row is not None:
+            link_call(session, row)  # a ticket's hold counts even if no step linked it yet
+            session.flush()
+        # guarded: a legal hold set since the selection (on the recording or its ticket) wins
         marked = session.scalar(
             update(Recording)
             .where(
                 Recording.id == recording_id,
                 Recording.status != RecordingStatus.DELETED,
                 Recording.legal_hold == false(),
+                ~_ticket_on_hold(),
             )
             .values(status=RecordingStatus.DELETED, deleted_at=now)
             .returning(Recording.id)

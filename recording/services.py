@@ -9,9 +9,12 @@ only after the row is committed, so it never starts on a row that is not there y
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import logging
+import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import redis
 from rq import Queue, Retry
@@ -26,11 +29,14 @@ from kokan.db import Database, utcnow
 from kokan.work_queues import DEFAULT_QUEUE, RECORDINGS_QUEUE, queue
 from recording.errors import RecordingNotFound
 from recording.models import Recording, RecordingKind, RecordingStatus
+from recording.storage import Storage, key_for
 from recording.twilio_urls import parse_recording_url
-from tickets.models import Call
+from recording.wav_info import read_wav_info
+from tickets.models import Call, Interaction
 
 PROVIDER_TWILIO = "twilio"
 KEEP_VOICEMAIL_JOB = "recording.jobs.keep_twilio_voicemail"
+KEEP_CALL_RECORDING_JOB = "recording.jobs.keep_twilio_call_recording"
 FETCH_JOB = "recording.jobs.fetch_twilio_recording"
 """Jobs named by path: recording.jobs imports this module, and the web process needs only the name."""
 PROCESS_JOB = "recording.processing.process_recording"
@@ -111,6 +117,46 @@ def enqueue_voicemail(
     return job
 
 
+def enqueue_call_recording(
+    connection: redis.Redis,
+    *,
+    provider_call_id: str,
+    recording_url: str,
+    recording_sid: str,
+    duration_s: int | None,
+    agent_id: str | None,
+    queue_name: str | None,
+    pauses: list[dict[str, int | None]],
+) -> Job:
+    """For the recording status callback: as enqueue_voicemail, for a call's recording."""
+    ref = parse_recording_url(recording_url, recording_sid)
+    job: Job = queue(connection, DEFAULT_QUEUE).enqueue(
+        KEEP_CALL_RECORDING_JOB,
+        provider_call_id,
+        recording_url,
+        ref.recording_sid,
+        duration_s,
+        agent_id,
+        queue_name,
+        pauses,
+        retry=Retry(max=len(REGISTER_RETRY_INTERVALS_S), interval=list(REGISTER_RETRY_INTERVALS_S)),
+        job_timeout=REGISTER_JOB_TIMEOUT_S,
+        result_ttl=RESULT_TTL_S,
+        failure_ttl=FAILURE_TTL_S,
+        description=f"keep call recording {ref.recording_sid}",
+    )
+    return job
+
+
+@dataclass(frozen=True)
+class CallFacts:
+    """What a call recording's callback tells beyond the voicemail's: who, where, pauses."""
+
+    agent_id: str | None = None
+    queue: str | None = None
+    pauses: list[dict[str, int | None]] | None = None
+
+
 def voicemail_recorded(
     database: Database,
     recordings_queue: Queue,
@@ -120,14 +166,18 @@ def voicemail_recorded(
     recording_sid: str | None = None,
     duration_s: int | None = None,
     retry: Retry | None = None,
+    kind: RecordingKind = RecordingKind.VOICEMAIL,
+    facts: CallFacts | None = None,
 ) -> RecordingReceived:
-    """Keep a Twilio voicemail: a pending row (once per RecordingSid) and its fetch job.
+    """Keep a Twilio recording (a voicemail, or a call's with `facts`): a pending row (once
+    per RecordingSid) and its fetch job.
 
     A duplicate delivery finds the row and changes nothing, unless the row is still
     pending with no live job (the first delivery's enqueue was lost): then it enqueues.
     Raises InvalidRecordingUrl for a URL that does not name a Twilio recording.
     """
     ref = parse_recording_url(recording_url, recording_sid)
+    facts = facts or CallFacts()
     created = False
     try:
         with database.unit_of_work() as session:
@@ -139,12 +189,16 @@ def voicemail_recorded(
                     provider_call_id=provider_call_id,
                     provider_account_id=ref.account_sid,
                     provider_recording_id=ref.recording_sid,
-                    kind=RecordingKind.VOICEMAIL,
+                    kind=kind,
                     status=RecordingStatus.PENDING,
                     duration_ms=duration_s * 1000 if duration_s is not None else None,
+                    agent_id=facts.agent_id,
+                    queue=facts.queue,
+                    pauses=facts.pauses or None,
                 )
                 session.add(row)
                 session.flush()
+                link_interaction(session, row)
                 created = True
             recording_id, status = row.id, row.status
     except IntegrityError:
@@ -159,7 +213,7 @@ def voicemail_recorded(
 
     if created:
         enqueue_fetch(recordings_queue, recording_id, retry)
-        log.info("voicemail %s is recording %s; fetch enqueued", ref.recording_sid, recording_id)
+        log.info("%s %s is recording %s; fetch enqueued", kind, ref.recording_sid, recording_id)
         return RecordingReceived(recording_id, created=True, enqueued=True)
     if status == RecordingStatus.PENDING and not fetch_is_live(recordings_queue, recording_id):
         enqueue_fetch(recordings_queue, recording_id, retry)
@@ -288,6 +342,19 @@ def link_call(session: Session, row: Recording) -> None:
     """Call-detail rows are written asynchronously: link the call once its row exists."""
     if row.call_id is None and row.provider_call_id:
         row.call_id = _call_row_id(session, row.provider, row.provider_call_id)
+    link_interaction(session, row)
+
+
+def link_interaction(session: Session, row: Recording) -> None:
+    """The call's interaction (and so its ticket) is made when the call ends, in any order
+    with the recording: link it whenever a step meets both."""
+    if row.interaction_id is None and row.provider_call_id:
+        row.interaction_id = session.scalar(
+            select(Interaction.id).where(
+                Interaction.provider == row.provider,
+                Interaction.provider_message_id == row.provider_call_id,
+            )
+        )
 
 
 def _call_row_id(session: Session, provider: str, provider_call_id: str) -> int | None:
@@ -303,3 +370,68 @@ def _find(session: Session, provider: str, provider_recording_id: str) -> Record
             Recording.provider_recording_id == provider_recording_id,
         )
     )
+
+
+PROVIDER_SIP = "sip"
+LOCAL_CONTENT_TYPE = "audio/wav"
+"""What a SIP media worker records: 16-bit PCM WAV at the bridge's rate."""
+
+
+def voicemail_recorded_locally(
+    database: Database,
+    recordings_queue: Queue | None,
+    storage: Storage,
+    *,
+    provider_call_id: str,
+    recording_id: str,
+    path: Path,
+    retry: Retry | None = None,
+) -> RecordingReceived:
+    """Keep a voicemail a SIP media worker recorded itself: nothing to fetch, so the row is
+    stored at once (once per `recording_id`), the file moved under its key, and the
+    conversion job enqueued (unless `recordings_queue` is None: post-processing is off).
+
+    Raises RecordingEmpty / RecordingCorrupt for a file with no whole audio; it is left
+    where it is.
+    """
+    info = read_wav_info(path)
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    try:
+        with database.unit_of_work() as session:
+            row = _find(session, PROVIDER_SIP, recording_id)
+            if row is not None:
+                return RecordingReceived(row.id, created=False, enqueued=False)
+            row = Recording(
+                call_id=_call_row_id(session, PROVIDER_SIP, provider_call_id),
+                provider=PROVIDER_SIP,
+                provider_call_id=provider_call_id,
+                provider_recording_id=recording_id,
+                kind=RecordingKind.VOICEMAIL,
+                status=RecordingStatus.STORED,
+                duration_ms=info.duration_ms,
+                channels=info.channels,
+                size_bytes=path.stat().st_size,
+                sha256=digest,
+                content_type=LOCAL_CONTENT_TYPE,
+                stored_at=utcnow(),
+            )
+            session.add(row)
+            session.flush()
+            row.storage_key = key_for(row.id, "wav")
+            with storage.staging() as temp:
+                shutil.copyfile(path, temp)
+                storage.put(row.storage_key, temp)
+            link_interaction(session, row)
+            stored_id = row.id
+    except IntegrityError:
+        with database.unit_of_work() as session:
+            row = _find(session, PROVIDER_SIP, recording_id)
+            if row is None:
+                raise
+            return RecordingReceived(row.id, created=False, enqueued=False)
+    path.unlink(missing_ok=True)
+    enqueued = recordings_queue is not None and enqueue_processing(
+        recordings_queue, stored_id, retry
+    )
+    log.info("SIP voicemail %s stored as recording %s", recording_id, stored_id)
+    return RecordingReceived(stored_id, created=True, enqueued=enqueued)

@@ -1,4 +1,5 @@
-"""Where recording files live, behind one small interface: a local folder by default.
+"""Where recording files live, behind one small interface: a local folder by default, an
+S3-compatible bucket as an option (recording.s3_storage; `recording.storage: s3`).
 
 Keys are made by Kokan from row ids (`key_for`), never taken from a URL or a form, and
 every backend refuses a key that does not look like one. A file appears under its key
@@ -16,6 +17,7 @@ from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
+from kokan.config import Settings
 from recording.errors import InvalidStorageKey
 
 KEY_PATTERN = re.compile(r"^[0-9]{1,19}\.[a-z0-9]{1,8}$")
@@ -131,3 +133,22 @@ def _fsync_dir(path: Path) -> None:
         os.fsync(descriptor)
     finally:
         os.close(descriptor)
+
+
+def storage_for(settings: Settings) -> Storage:
+    """The storage `recording.storage` names, for jobs and web processes alike."""
+    config = settings.recording
+    if config.storage == "s3":
+        from recording.s3_storage import S3Storage  # boto3 is needed only here
+
+        secret = config.s3_secret_access_key
+        return S3Storage(
+            config.s3_bucket or "",
+            settings.recordings_dir / STAGING_DIR,
+            prefix=config.s3_prefix,
+            endpoint_url=config.s3_endpoint_url,
+            region=config.s3_region,
+            access_key_id=config.s3_access_key_id,
+            secret_access_key=secret.get_secret_value() if secret is not None else None,
+        )
+    return LocalStorage(settings.recordings_dir)

@@ -19,6 +19,7 @@ from admin.services import find_user
 from kokan.db import utcnow
 from kokan.errors import InvalidInput
 from kokan.wiring import database, redis_client, settings
+from recording.legal_hold import set_legal_hold, take_legal_hold
 from tickets import schemas
 from tickets.jobs import enqueue_send
 from tickets.models import Customer, Ticket
@@ -150,6 +151,7 @@ def show_ticket(ticket_id: int) -> dict[str, Any]:
         )
         return {
             **schemas.ticket_json(ticket, utcnow()),
+            "legal_hold": ticket.legal_hold,
             "interactions": [schemas.interaction_json(item) for item in interactions],
             "audit": [
                 schemas.audit_json(entry) for entry in audit_log(session, "ticket", ticket.id)
@@ -160,7 +162,7 @@ def show_ticket(ticket_id: int) -> dict[str, Any]:
 @blueprint.patch("/tickets/<int:ticket_id>")
 @require_role(*READERS)
 def patch_ticket(ticket_id: int) -> dict[str, Any]:
-    data = _json_body()
+    data, hold = take_legal_hold(_json_body(), g.principal.role)  # recording.legal_hold
     patch = schemas.parse(schemas.TicketPatch, data)
     changes = TicketChanges(
         status=patch.status,
@@ -173,10 +175,13 @@ def patch_ticket(ticket_id: int) -> dict[str, Any]:
         assignee = changes.assignee if changes.assignee_given else None
         if assignee is not None and find_user(session, assignee) is None:
             raise UnknownAssignee(f"no user named {changes.assignee!r}")
-        ticket = update_ticket(
-            session, settings().tickets, ticket_id, changes, g.principal.username
-        )
-        return schemas.ticket_json(ticket, utcnow())
+        if hold is not None:
+            ticket = set_legal_hold(session, ticket_id, hold, g.principal.username)
+        if hold is None or data:
+            ticket = update_ticket(
+                session, settings().tickets, ticket_id, changes, g.principal.username
+            )
+        return {**schemas.ticket_json(ticket, utcnow()), "legal_hold": ticket.legal_hold}
 
 
 @blueprint.post("/tickets/<int:ticket_id>/notes")

@@ -7,7 +7,7 @@ import enum
 import uuid
 from typing import Any
 
-from sqlalchemy import JSON, ForeignKey, Index, String, Text, UniqueConstraint
+from sqlalchemy import JSON, ForeignKey, Index, String, Text, UniqueConstraint, false, true
 from sqlalchemy.orm import Mapped, mapped_column
 
 from kokan.db import Base, UTCDateTime, utcnow
@@ -146,6 +146,11 @@ class Ticket(Base):
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
     updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
     last_activity_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    legal_hold: Mapped[bool] = mapped_column(default=False, server_default=false())
+    """Set by a supervisor: retention keeps every recording of the ticket (recording.legal_hold)."""
+    first_response_breached_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+    """When the SLA sweep (tickets.sla) found the first response late; set once."""
+    resolution_breached_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
 
 
 class Interaction(Base):
@@ -178,6 +183,11 @@ class Interaction(Base):
     delivery_error: Mapped[str | None] = mapped_column(String(255))
     answers: Mapped[dict[str, str] | None] = mapped_column(JSON)
     """A survey's scores by name (csat, nps, ces), as the caller keyed them."""
+    thread_key: Mapped[str | None] = mapped_column(String(64), index=True)
+    """A chat conversation's digest (tickets.intake): later messages of it join its ticket."""
+    message_ref: Mapped[str | None] = mapped_column(String(998))
+    """An e-mail's Message-ID as written (the digest is provider_message_id): replies name it
+    in In-Reply-To and References so the customer's mail program threads them."""
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
     updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
@@ -207,3 +217,60 @@ class OptOut(Base):
     e164: Mapped[str] = mapped_column(String(20))
     channel: Mapped[str] = mapped_column(String(16))
     opted_out_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+# ---- outbound webhooks (tickets.subscriptions) ----
+
+
+class WebhookSubscription(Base):
+    """An admin's subscriber: events of the listed types are POSTed to its URL, signed."""
+
+    __tablename__ = "webhook_subscriptions"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    url: Mapped[str] = mapped_column(String(2048))
+    secret: Mapped[str] = mapped_column(String(128))
+    """Kept in the clear: every delivery is signed with it (shown once, on creation)."""
+    event_types: Mapped[list[str]] = mapped_column(JSON, default=list)
+    active: Mapped[bool] = mapped_column(default=True, server_default=true())
+    description: Mapped[str] = mapped_column(String(200), default="")
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class WebhookDelivery(Base):
+    """One event for one subscriber: written in the event's own transaction (an outbox)."""
+
+    __tablename__ = "webhook_deliveries"
+    __table_args__ = (UniqueConstraint("subscription_id", "event_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    subscription_id: Mapped[int] = mapped_column(
+        ForeignKey("webhook_subscriptions.id", ondelete="CASCADE"), index=True
+    )
+    event_id: Mapped[str] = mapped_column(String(32))
+    event_type: Mapped[str] = mapped_column(String(64))
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON)
+    status: Mapped[str] = mapped_column(String(16), default="pending", index=True)
+    attempts: Mapped[int] = mapped_column(default=0)
+    next_attempt_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+    """When the job (or the sweep) should try next; a claim pushes it out by the lease."""
+    last_error: Mapped[str | None] = mapped_column(String(255))
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow, index=True)
+    delivered_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+
+
+class WebhookAttempt(Base):
+    """One POST of a delivery: what the subscriber answered, or why it could not."""
+
+    __tablename__ = "webhook_attempts"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    delivery_id: Mapped[int] = mapped_column(
+        ForeignKey("webhook_deliveries.id", ondelete="CASCADE"), index=True
+    )
+    attempt: Mapped[int] = mapped_column()
+    at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    status_code: Mapped[int | None] = mapped_column()
+    error: Mapped[str | None] = mapped_column(String(255))
+    duration_ms: Mapped[int] = mapped_column(default=0)

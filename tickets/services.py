@@ -365,7 +365,7 @@ def get_ticket(session: Session, ticket_id: int) -> Ticket:
     return ticket
 
 
-def _lock_customer(session: Session, customer_id: int, now: dt.datetime) -> None:
+def lock_customer(session: Session, customer_id: int, now: dt.datetime) -> None:
     """Serialise threading per customer: two messages at once must not open two tickets.
 
     An UPDATE row-locks on PostgreSQL and takes SQLite's write lock, so what is read next
@@ -402,7 +402,7 @@ def thread(
     now: dt.datetime,
 ) -> tuple[Ticket, bool]:
     """(ticket, created): join the open ticket on the channel, or open one linking the last."""
-    _lock_customer(session, customer_id, now)
+    lock_customer(session, customer_id, now)
     ticket = joinable_ticket(session, settings, customer_id, channel, now)
     if ticket is not None:
         if ticket.status == TicketStatus.PENDING:
@@ -729,7 +729,7 @@ def receive_message(
             session, settings, customer.id, message.channel, subject, now
         )
     else:
-        _lock_customer(session, customer.id, now)
+        lock_customer(session, customer.id, now)
         ticket = joinable_ticket(session, settings, customer.id, message.channel, now)
         if keyword in (Keyword.OPT_OUT, Keyword.OPT_IN):
             set_opt_out(

@@ -1,0 +1,563 @@
+"""The SIP driver's rules: a call's turns through the engine, played as audio, fed by keys.
+
+The driver holds no pjsua2 types: `ivr.sip_adapter` turns the library's callbacks into
+calls on this class (a call arrived, its media is up, a key, a prompt ended, it hung up,
+time passed) and this class answers through the `Media` port (answer, play, record, hang
+up). Everything runs on the adapter's one event thread, so no locks are needed here.
+
+A turn's audio plays in order; what waits for the caller starts when the last prompt ends
+(a `Listen` starts its timeout, a `Record` its recorder after a beep), as Twilio does.
+State and call-detail events go to Redis exactly as the Twilio driver's do, under the "sip"
+namespace and provider, so the rest of Kokan cannot tell the transports apart.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import json
+import logging
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import redis
+
+from acd.services import AcdService
+from ivr.call_store import AlsoSend, CallStore
+from ivr.engine import (
+    Action,
+    Audio,
+    CallState,
+    Engine,
+    Enqueue,
+    Event,
+    Hangup,
+    Input,
+    Listen,
+    NoInput,
+    Play,
+    Record,
+    Recorded,
+    Say,
+    Transfer,
+    Turn,
+)
+from ivr.sip_prompts import PromptCache
+from ivr.twiml import APOLOGY
+from kokan import logs
+from kokan.db import utcnow
+from tickets import cdr
+from tickets.models import Outcome
+
+PROVIDER = "sip"
+"""The call-detail records' provider and the call store's namespace for SIP calls."""
+SAFE_CALL_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:@+-]{0,47}$")
+"""A SIP Call-ID used as Kokan's call id as it is when it fits the ACD's and the CDR's
+rules (48 characters, so a voicemail name fits in 64); any other is replaced by its hash."""
+HASHED_CALL_ID_CHARS = 40
+DTMF_KEYS = frozenset("0123456789*#ABCD")
+"""What a keypad (RFC 4733 events 0-15, or SIP INFO) can send; anything else is dropped."""
+OUTCOMES = {
+    "voicemail": Outcome.VOICEMAIL.value,
+    "transferred": Outcome.TRANSFERRED.value,
+    "hung-up": Outcome.COMPLETED_IN_IVR.value,
+}
+"""Engine outcome kinds that end the call's IVR part, as call-detail outcomes (as Twilio's)."""
+ACD_ABANDONS = frozenset({"abandoned", "short-abandon"})
+"""ACD hang-up results that make the call an abandon in its record."""
+
+log = logging.getLogger(__name__)
+
+
+class Media(Protocol):
+    """What the driver asks of the SIP stack; legs are the adapter's opaque names."""
+
+    def answer(self, leg: str) -> None: ...
+
+    def reject(self, leg: str, status: int) -> None: ...
+
+    def play(self, leg: str, files: Sequence[Path], *, loop: bool = False) -> None:
+        """Play the files in order (or the one file forever with `loop`), replacing what
+        was playing; `Driver.played` follows the end of the last one."""
+        ...
+
+    def stop_audio(self, leg: str) -> None: ...
+
+    def start_recording(self, leg: str, path: Path) -> None: ...
+
+    def stop_recording(self, leg: str) -> None:
+        """Stop and close the file (its WAV header is whole afterwards)."""
+        ...
+
+    def transfer(self, leg: str, target: str) -> None: ...
+
+    def hang_up(self, leg: str) -> None: ...
+
+
+KeepVoicemail = Callable[[str, Path, int], None]
+"""(call id, WAV file, seconds): hands a finished voicemail to the recording pipeline."""
+
+
+class Phase(enum.Enum):
+    STARTING = "starting"
+    PROMPTING = "prompting"
+    LISTENING = "listening"
+    RECORDING = "recording"
+    HOLDING = "holding"
+    ENDING = "ending"
+    ENDED = "ended"
+
+
+@dataclass
+class Session:
+    """One live call on this worker; the engine's state itself is in Redis."""
+
+    leg: str
+    call_id: str
+    caller: str
+    called: str
+    phase: Phase = Phase.STARTING
+    state: CallState | None = None
+    media_up: bool = False
+    pending: tuple[Action, ...] = ()
+    then: Action | None = None
+    """What follows the prompts now playing: a Listen, Record, Enqueue, Transfer or Hangup."""
+    digits: str = ""
+    deadline: float | None = None
+    recording: Path | None = None
+    recording_started: float = 0.0
+    ended_recorded: bool = False
+    failed: bool = False
+    gone: bool = False
+    """The caller has hung up: turns still run (a voicemail is kept), nothing is played."""
+    queued: bool = False
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+def kokan_call_id(sip_call_id: str) -> str:
+    if SAFE_CALL_ID.fullmatch(sip_call_id):
+        return sip_call_id
+    return "sip-" + hashlib.sha256(sip_call_id.encode()).hexdigest()[:HASHED_CALL_ID_CHARS]
+
+
+def sip_user(uri: str) -> str:
+    """The user part of a SIP URI (`"Aiko" <sip:+8190…@host>` -> +8190…): the number."""
+    match = re.search(r"<?sips?:([^@>;]*)@", uri)
+    if match:
+        return match.group(1)[:64]
+    match = re.search(r"<?sips?:([^>;]*)", uri)
+    return (match.group(1) if match else uri)[:64]
+
+
+class Driver:
+    def __init__(
+        self,
+        *,
+        engine: Engine,
+        store: CallStore,
+        media: Media,
+        prompts: PromptCache,
+        flow_for_number: Callable[[str], str],
+        hold_music: Callable[[str], str | None],
+        recordings_dir: Path,
+        keep_voicemail: KeepVoicemail,
+        clock: Callable[[], float],
+        acd: AcdService | None = None,
+    ) -> None:
+        self.engine = engine
+        self.store = store
+        self.media = media
+        self.prompts = prompts
+        self.flow_for_number = flow_for_number
+        self.hold_music = hold_music
+        self.recordings_dir = recordings_dir
+        self.keep_voicemail = keep_voicemail
+        self.clock = clock
+        self.acd = acd
+        self.sessions: dict[str, Session] = {}
+        self.accepting = True
+        self.recordings_dir.mkdir(parents=True, exist_ok=True)
+
+    @property
+    def redis(self) -> redis.Redis:
+        return self.store.redis
+
+    # -- from the adapter -----------------------------------------------------------
+
+    def incoming(self, leg: str, sip_call_id: str, remote_uri: str, local_uri: str) -> None:
+        call_id = kokan_call_id(sip_call_id)
+        session = Session(leg, call_id, sip_user(remote_uri), sip_user(local_uri))
+        token = logs.call_id_var.set(call_id)
+        try:
+            if not self.accepting:
+                log.info("refused a call: the worker is shutting down")
+                self.media.reject(leg, 503)
+                return
+            self.sessions[leg] = session
+            self.media.answer(leg)
+            log.info("call from %s to %s answered", session.caller, session.called)
+            turn = self.engine.start(
+                self.flow_for_number(session.called), call_id, session.caller, session.called
+            )
+            session.state = turn.state
+            self.store.save_first(
+                turn.state,
+                _summary(turn.actions),
+                also=self._call_events(session, state=turn.state, arrived=True),
+            )
+            self._after_turn(session, turn)
+            session.pending = turn.actions
+            self._perform_when_ready(session)
+        except Exception:
+            log.exception("could not start the call; the caller hears the fallback")
+            self._record_arrival_anyway(session)
+            self.fail(leg)
+        finally:
+            logs.call_id_var.reset(token)
+
+    def media_ready(self, leg: str) -> None:
+        session = self.sessions.get(leg)
+        if session is None or session.media_up:
+            return
+        session.media_up = True
+        self._perform_when_ready(session)
+
+    def digit(self, leg: str, key: str) -> None:
+        session = self.sessions.get(leg)
+        key = key.upper()
+        if session is None or key not in DTMF_KEYS:
+            return
+        if session.phase == Phase.PROMPTING and isinstance(session.then, Listen):
+            if session.then.digits:  # barge-in: a key stops the prompt, as in Twilio's Gather
+                self.media.stop_audio(leg)
+                self._listen(session, session.then)
+            else:
+                return
+        if (
+            session.phase == Phase.LISTENING
+            and isinstance(session.then, Listen)
+            and session.then.digits
+        ):
+            self._listen_key(session, session.then, key)
+        elif (
+            session.phase == Phase.RECORDING
+            and isinstance(session.then, Record)
+            and session.then.finish_on_key
+            and key in session.then.finish_on_key
+        ):
+            self._finish_recording(session)
+
+    def played(self, leg: str) -> None:
+        """The last prompt of the turn ended: what waits for the caller starts now."""
+        session = self.sessions.get(leg)
+        if session is not None and session.phase == Phase.HOLDING:
+            self._hold_next(session)
+            return
+        if session is None or session.phase != Phase.PROMPTING:
+            return
+        following = session.then
+        if isinstance(following, Listen):
+            self._listen(session, following)
+        elif isinstance(following, Record):
+            self._start_recording(session, following)
+        elif isinstance(following, Transfer):
+            session.phase = Phase.ENDING
+            self.media.transfer(leg, following.target)
+        else:
+            session.phase = Phase.ENDING
+            self.media.hang_up(leg)
+
+    def tick(self, now: float) -> None:
+        for session in list(self.sessions.values()):
+            if session.deadline is None or now < session.deadline:
+                continue
+            session.deadline = None
+            if session.phase == Phase.LISTENING:
+                event: Event = Input(digits=session.digits) if session.digits else NoInput()
+                self._advance(session, event)
+            elif session.phase == Phase.RECORDING:
+                self._finish_recording(session)
+
+    def disconnected(self, leg: str) -> None:
+        """The call is over (the caller hung up, or our own hang-up completed)."""
+        session = self.sessions.get(leg)
+        if session is None:
+            return
+        token = logs.call_id_var.set(session.call_id)
+        try:
+            session.gone = True
+            if session.phase == Phase.RECORDING:
+                self._finish_recording(session)  # a hang-up ends a voicemail, as on Twilio
+            session.phase = Phase.ENDED
+            session.deadline = None
+            self._end_record(session)
+            log.info("call ended")
+        finally:
+            self.sessions.pop(leg, None)
+            logs.call_id_var.reset(token)
+
+    def transfer_failed(self, leg: str) -> None:
+        session = self.sessions.get(leg)
+        if session is not None:
+            log.warning("the transfer failed; hanging up")
+            self.media.hang_up(leg)
+
+    def fail(self, leg: str) -> None:
+        """Something broke at the boundary: the flow's fallback, else an apology, never silence."""
+        session = self.sessions.get(leg)
+        if session is None:
+            self.media.hang_up(leg)
+            return
+        if session.gone:
+            return
+        session.deadline = None
+        if session.phase in (Phase.ENDING, Phase.ENDED):
+            self.media.hang_up(leg)
+            return
+        if not session.failed and session.state is not None:
+            session.failed = True
+            try:
+                turn = self.engine.fallback(CallState.from_json(session.state.to_json()))
+                session.state = turn.state
+                self._after_turn(session, turn)
+                session.pending = turn.actions
+                self._perform_when_ready(session)
+                return
+            except Exception:
+                log.exception("the flow's fallback failed too; apologising")
+        session.failed = True
+        try:  # Kokan's own apology (no flow to take it from), then goodbye
+            session.pending = (*APOLOGY, Hangup())
+            self._perform_when_ready(session)
+        except Exception:
+            log.exception("could not even apologise; hanging up")
+            session.phase = Phase.ENDING
+            self.media.hang_up(leg)
+
+    def shutdown(self) -> None:
+        """Stop taking calls and hang up the ones in progress (the adapter pumps events)."""
+        self.accepting = False
+        for session in list(self.sessions.values()):
+            if session.phase == Phase.RECORDING:
+                self._finish_recording(session)
+            if session.phase != Phase.ENDED:
+                session.phase = Phase.ENDING
+                session.deadline = None
+                self.media.hang_up(session.leg)
+
+    # -- turns ----------------------------------------------------------------------
+
+    def _advance(self, session: Session, event: Event) -> None:
+        """The caller answered (keys, silence, a recording): the engine's next turn."""
+        token = logs.call_id_var.set(session.call_id)
+        try:
+            state = session.state
+            if state is None:
+                raise RuntimeError("a turn for a call with no state")
+            if session.failed:  # the fallback's own turn is not in Redis
+                turn = self.engine.resume(state, event)
+            else:
+                turn = self._stored_turn(session, state, event)
+            session.state = turn.state
+            self._after_turn(session, turn)
+            session.pending = turn.actions
+            self._perform_when_ready(session)
+        except Exception:
+            log.exception("the call's next turn failed; the caller hears the fallback")
+            self.fail(session.leg)
+        finally:
+            logs.call_id_var.reset(token)
+
+    def _stored_turn(self, session: Session, state: CallState, event: Event) -> Turn:
+        step = str(state.step)
+        claim = self.store.claim(session.call_id, step)
+        if claim.token is None or claim.state is None:
+            raise RuntimeError(f"step {step} of the call was already taken or its state is gone")
+        try:
+            turn = self.engine.resume(claim.state, event)
+        except Exception:
+            self.store.release(session.call_id, claim.token)
+            raise
+        self.store.save(
+            turn.state,
+            step,
+            _summary(turn.actions),
+            claim.token,
+            also=self._call_events(session, state=turn.state),
+        )
+        return turn
+
+    def _perform_when_ready(self, session: Session) -> None:
+        if not session.media_up or not session.pending or session.gone:
+            return
+        actions, session.pending = session.pending, ()
+        self._perform(session, actions)
+
+    def _perform(self, session: Session, actions: tuple[Action, ...]) -> None:
+        """Audio in order, then the turn's waiting action once the audio has played."""
+        audio: list[Audio] = []
+        following: Action = Hangup()
+        for action in actions:
+            if isinstance(action, Say | Play):
+                audio.append(action)
+            elif isinstance(action, Listen | Record):
+                audio.extend(action.prompts)
+                following = action
+                break
+            elif isinstance(action, Enqueue | Transfer | Hangup):
+                following = action
+                break
+            # RecordingControl: call recording over SIP is a later slice; nothing to pause
+        files = [self.prompts.audio(item) for item in audio]
+        if isinstance(following, Record):
+            files.append(self.prompts.beep())
+        session.digits = ""
+        session.deadline = None
+        if isinstance(following, Enqueue):
+            self._hold(session, following, files)
+            return
+        session.then = following
+        session.phase = Phase.PROMPTING
+        if files:
+            self.media.play(session.leg, files)
+        else:
+            self.played(session.leg)
+
+    def _listen(self, session: Session, listen: Listen) -> None:
+        session.phase = Phase.LISTENING
+        session.deadline = self.clock() + listen.timeout
+
+    def _listen_key(self, session: Session, listen: Listen, key: str) -> None:
+        if listen.finish_on_key and key in listen.finish_on_key:
+            event: Event = Input(digits=session.digits) if session.digits else NoInput()
+            self._advance(session, event)
+            return
+        session.digits += key
+        if not listen.finish_on_key and len(session.digits) >= listen.max_digits:
+            self._advance(session, Input(digits=session.digits))
+            return
+        session.deadline = self.clock() + listen.timeout  # Twilio's timeout runs between keys too
+
+    def _start_recording(self, session: Session, record: Record) -> None:
+        path = (
+            self.recordings_dir
+            / f"{session.call_id}-{session.state.step if session.state else 0}.wav"
+        )
+        session.recording = path
+        session.recording_started = self.clock()
+        session.phase = Phase.RECORDING
+        session.deadline = session.recording_started + record.max_length
+        self.media.start_recording(session.leg, path)
+
+    def _finish_recording(self, session: Session) -> None:
+        if session.phase != Phase.RECORDING or session.recording is None:
+            return
+        self.media.stop_recording(session.leg)
+        seconds = max(0, round(self.clock() - session.recording_started))
+        session.deadline = None
+        session.phase = Phase.PROMPTING  # until the next turn says otherwise
+        self._advance(session, Recorded(url=session.recording.as_uri(), duration=seconds))
+
+    def _hold(self, session: Session, enqueue: Enqueue, prompts: list[Path]) -> None:
+        """The call waits in its queue: the ACD knows it (joined after the turn was saved);
+        the caller hears the queue's music. Bridging to an agent is the next slice."""
+        session.phase = Phase.HOLDING
+        session.then = enqueue
+        music = self.hold_music(enqueue.queue)
+        files = list(prompts)
+        if music:
+            try:
+                files.append(self.prompts.file(music))
+            except Exception:
+                log.exception("hold music %s cannot be played", music)
+        if not files:
+            return
+        if len(files) == 1 and music:
+            self.media.play(session.leg, files, loop=True)
+        else:
+            self.media.play(session.leg, files)
+            session.extra["loop"] = str(files[-1]) if music else ""
+
+    def _hold_next(self, session: Session) -> None:
+        """A queued caller's prompts ended: the music goes on in a loop."""
+        music = session.extra.pop("loop", "")
+        if music:
+            self.media.play(session.leg, [Path(music)], loop=True)
+
+    # -- side effects ---------------------------------------------------------------
+
+    def _after_turn(self, session: Session, turn: Turn) -> None:
+        outcome = turn.state.outcome or {}
+        if outcome.get("kind") == "queued" and not session.queued:
+            session.queued = True
+            if self.acd is not None:
+                try:  # a call the ACD lacks still hears music; the failure is logged
+                    self.acd.join_outcome(turn.state.call_id, outcome, caller=turn.state.caller)
+                except Exception:
+                    log.exception("could not queue the call in the ACD")
+        if outcome.get("kind") == "voicemail" and session.recording is not None:
+            path, session.recording = session.recording, None
+            seconds = outcome.get("seconds")
+            try:  # a job keeps the recording; its failure must not reach the caller
+                self.keep_voicemail(
+                    session.call_id, path, seconds if isinstance(seconds, int) else 0
+                )
+            except Exception:
+                log.exception("could not hand the voicemail %s to the recording pipeline", path)
+
+    def _identity(self, session: Session) -> cdr.CallIdentity:
+        return cdr.CallIdentity(PROVIDER, session.call_id, session.caller, session.called)
+
+    def _call_events(
+        self, session: Session, *, state: CallState | None = None, arrived: bool = False
+    ) -> AlsoSend:
+        identity = self._identity(session)
+        outcome = (state.outcome if state is not None else None) or {}
+        kind = outcome.get("kind")
+        now = utcnow()
+
+        def send(pipe: redis.client.Pipeline) -> None:
+            if arrived:
+                cdr.append(pipe, "arrived", identity, now)
+            if kind == "queued":
+                cdr.append(pipe, "queued", identity, now, queue=str(outcome["queue"]))
+            elif kind in OUTCOMES:
+                cdr.append(pipe, "outcome", identity, now, outcome=OUTCOMES[kind])
+
+        return send
+
+    def _end_record(self, session: Session) -> None:
+        """The call's last events: it ended (and, waiting in a queue, was abandoned)."""
+        if session.ended_recorded:
+            return
+        session.ended_recorded = True
+        identity = self._identity(session)
+        now = utcnow()
+        try:
+            pipe = self.redis.pipeline(transaction=False)
+            cdr.append(pipe, "ended", identity, now)
+            if session.queued and self.acd is not None:
+                try:
+                    ended = self.acd.hangup(session.call_id)
+                except Exception:
+                    log.exception("the ACD could not end the call")
+                    ended = None
+                if ended is not None and ended.result in ACD_ABANDONS:
+                    cdr.append(pipe, "outcome", identity, now, outcome=Outcome.ABANDONED.value)
+            pipe.execute()
+        except Exception:
+            log.exception("could not record the end of the call")
+
+    def _record_arrival_anyway(self, session: Session) -> None:
+        try:
+            cdr.append(self.redis, "arrived", self._identity(session), utcnow())
+        except Exception:
+            log.exception("could not record the call's arrival")
+
+
+def _summary(actions: tuple[Action, ...]) -> str:
+    """What the turn did, kept as the step's reply (Twilio keeps its TwiML there)."""
+    return json.dumps([type(action).__name__ for action in actions])

@@ -1,0 +1,115 @@
+"""One SIP media worker (`kokan sip`): a pjsua2 endpoint walking calls through the engine.
+
+The wiring only: published flows and the clock for the engine, Redis for call state, the
+ACD and call-detail events, the database for flows and voicemails, a prompt cache under
+the data folder. Voicemails are handed to the recording pipeline on a side thread, so
+SQL never holds up the event loop that carries every call's audio.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import redis
+
+from acd.services import AcdService
+from ivr.call_store import CallStore
+from ivr.engine import Engine, Environment
+from ivr.http_fetch import fetch_json
+from ivr.publishing import PublishedFlows
+from ivr.sip_adapter import SipEndpoint
+from ivr.sip_driver import PROVIDER, Driver
+from ivr.sip_prompts import PromptCache
+from ivr.twiml import APOLOGY
+from kokan import logs
+from kokan.config import Settings
+from kokan.db import Database, utcnow
+from recording.services import fetch_retry, recordings_queue, voicemail_recorded_locally
+from recording.storage import LocalStorage
+
+VOICEMAIL_FOLDER = "sip-voicemail"
+"""Under the data folder: a voicemail being recorded; moved into recordings once kept."""
+VOICEMAIL_THREADS = 1
+"""Voicemails are few and each is one insert: one side thread keeps them in order."""
+
+log = logging.getLogger(__name__)
+
+
+class SipWorker:
+    def __init__(self, settings: Settings, database: Database, client: redis.Redis) -> None:
+        self.settings = settings
+        self.database = database
+        self.redis = client
+        data_dir = settings.resolved_data_dir
+        self.prompts = PromptCache(data_dir, settings.flows_dir)
+        self.endpoint = SipEndpoint(settings.sip)
+        self._keeper = ThreadPoolExecutor(VOICEMAIL_THREADS, thread_name_prefix="sip-voicemail")
+        engine = Engine(PublishedFlows(database), Environment(now=utcnow, fetch_json=fetch_json))
+        self.driver = Driver(
+            engine=engine,
+            store=CallStore(client, namespace=PROVIDER),
+            media=self.endpoint,
+            prompts=self.prompts,
+            flow_for_number=lambda called: settings.ivr.numbers.get(
+                called, settings.ivr.default_flow
+            ),
+            hold_music=self._hold_music,
+            recordings_dir=data_dir / VOICEMAIL_FOLDER,
+            keep_voicemail=self._keep_voicemail,
+            clock=time.monotonic,
+            acd=AcdService(client, defer_routing=True),
+        )
+        self.endpoint.driver = self.driver
+
+    def _hold_music(self, queue: str) -> str | None:
+        configured = self.settings.queues.get(queue)
+        return configured.hold_music if configured is not None else None
+
+    def _keep_voicemail(self, call_id: str, path: Path, seconds: int) -> None:
+        self._keeper.submit(self._keep, call_id, path)
+
+    def _keep(self, call_id: str, path: Path) -> None:
+        token = logs.call_id_var.set(call_id)
+        try:
+            recording = self.settings.recording
+            voicemail_recorded_locally(
+                self.database,
+                recordings_queue(self.redis) if recording.post_process else None,
+                LocalStorage(self.settings.recordings_dir),
+                provider_call_id=call_id,
+                recording_id=path.stem,
+                path=path,
+                retry=fetch_retry(recording.fetch_retry_intervals_s),
+            )
+        except Exception:
+            log.exception("could not keep the voicemail %s; the file stays there", path)
+        finally:
+            logs.call_id_var.reset(token)
+
+    def prepare(self) -> None:
+        """Speak the apology once before the first call: a broken TTS shows at start, and a
+        failing call never waits for espeak-ng to say sorry."""
+        for say in APOLOGY:
+            self.prompts.audio(say)
+        self.prompts.beep()
+
+    def run(self, stop: threading.Event) -> None:
+        self.prepare()
+        self.endpoint.start()
+        try:
+            self.endpoint.run(stop)
+        finally:
+            self._keeper.shutdown(wait=True)
+
+
+def run_until_signalled(settings: Settings, database: Database, client: redis.Redis) -> None:
+    """`kokan sip`: serve calls until SIGTERM or Ctrl-C, then hang up and stop cleanly."""
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda _signum, _frame: stop.set())
+    SipWorker(settings, database, client).run(stop)

@@ -1,0 +1,626 @@
+"""`kokan sip` answering real SIP calls from sipp on 127.0.0.1: prompts as RTP, keys by RFC
+2833, voicemail, queue, hang-ups and SIGTERM with calls up."""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+import yaml
+from sqlalchemy import select
+
+from acd.runtime import apply_config
+from acd.services import AcdService
+from ivr.call_store import LOCK_KEY, CallStore
+from ivr.publishing import publish
+from ivr.validator import CheckContext
+from kokan.config import QueueSettings, Settings
+from kokan.db import Database
+from recording.models import Recording, RecordingStatus
+from recording.services import job_is_live, process_job_id, recordings_queue
+from tests.conftest import REPO_ROOT, clean_environ, run_kokan
+from tickets.cdr import CdrProjector
+from tickets.models import Call
+
+SCENARIOS = Path(__file__).parent / "sip"
+KOKAN = (sys.executable, "-m", "kokan")
+PCAPS = Path("/usr/share/sip-tester")
+CALLER = "0312345678"
+DEADLINE_S = 15.0
+POLL_S = 0.05
+RTP_PORTS = 8
+"""What a worker takes from its RTP base: 2 x 4 calls."""
+PCMA = 8
+PCMA_SILENCE = 0xD5
+PCAP_NAMES = {"#": "pound", "*": "star"}
+"""sipp's pcap file names for the keys that are not digits."""
+"""A-law's zero sample: a packet of only this byte carries no prompt."""
+
+MENU_FLOW = """
+start: menu
+language: en
+nodes:
+  menu:
+    type: menu
+    prompt: {en: Press one for sales.}
+    options: {"1": sales}
+    timeout: 10
+    on_failure: bye
+  sales:
+    type: say
+    text: {en: Sales.}
+    next: menu2
+  menu2:
+    type: menu
+    prompt: {en: Press two.}
+    options: {"2": menu3}
+    timeout: 10
+    on_failure: bye
+  menu3:
+    type: menu
+    prompt: {en: Thank you. Press nine.}
+    options: {"9": bye}
+    timeout: 10
+    on_failure: bye
+  bye:
+    type: hangup
+"""
+
+VOICEMAIL_FLOW = """
+start: message
+language: en
+nodes:
+  message:
+    type: voicemail
+    prompt: {en: Leave a message.}
+    max_length: 30
+    finish_on_key: "#"
+"""
+
+TIMEOUT_FLOW = """
+start: menu
+language: en
+nodes:
+  menu:
+    type: menu
+    prompt: {en: Press one.}
+    options: {"1": bye}
+    timeout: 1
+    retries: 2
+    on_failure: bye
+  bye:
+    type: hangup
+    prompt: {en: Goodbye.}
+"""
+
+QUEUE_FLOW = """
+start: billing
+language: en
+nodes:
+  billing:
+    type: queue
+    queue: billing
+    prompt: {en: Please hold.}
+"""
+
+
+def _require_sipp() -> str:
+    found = shutil.which("sipp")
+    if found is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("sipp is missing (Debian package sip-tester, in run's SYSTEM_PACKAGES)")
+        pytest.skip("sipp is not installed (Debian package sip-tester)")
+    return found
+
+
+def _require_espeak() -> None:
+    if shutil.which("espeak-ng") is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("espeak-ng is missing (Debian package espeak-ng)")
+        pytest.skip("espeak-ng is not installed")
+
+
+def free_port() -> int:
+    """A port free for both UDP and TCP on 127.0.0.1 (SIP listens on both)."""
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
+            tcp.bind(("127.0.0.1", 0))
+            port = int(tcp.getsockname()[1])
+            try:
+                with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+                    udp.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+
+
+def free_rtp_base() -> int:
+    """RTP_PORTS consecutive free UDP ports (pjsua binds them all at start)."""
+    for _attempt in range(200):
+        base = random.randrange(20000, 30000, 2)
+        sockets = []
+        try:
+            for port in range(base, base + RTP_PORTS):
+                udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                sockets.append(udp)
+                udp.bind(("0.0.0.0", port))  # noqa: S104 - a worker may bind them all
+            return base
+        except OSError:
+            continue
+        finally:
+            for udp in sockets:
+                udp.close()
+    raise RuntimeError("no free RTP range")
+
+
+def wait_for(condition: Callable[[], Any], what: str, deadline_s: float = DEADLINE_S) -> Any:
+    deadline = time.monotonic() + deadline_s
+    while time.monotonic() < deadline:
+        found = condition()
+        if found:
+            return found
+        time.sleep(POLL_S)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+@dataclass
+class RtpSink:
+    """A UDP socket that the caller's SDP names: Kokan's RTP lands here and is counted."""
+
+    port: int
+    sock: socket.socket
+    packets: list[bytes] = field(default_factory=list)
+    _stop: threading.Event = field(default_factory=threading.Event)
+
+    def run(self) -> None:
+        self.sock.settimeout(0.1)
+        while not self._stop.is_set():
+            try:
+                data = self.sock.recv(2048)
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            self.packets.append(data)
+
+    def voiced(self) -> int:
+        """PCMA packets carrying something other than silence: a prompt was playing."""
+        return sum(
+            1
+            for p in self.packets
+            if len(p) > 12 and p[1] & 0x7F == PCMA and any(b != PCMA_SILENCE for b in p[12:])
+        )
+
+
+@pytest.fixture
+def rtp_sink() -> Iterator[RtpSink]:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", 0))
+    sink = RtpSink(sock.getsockname()[1], sock)
+    thread = threading.Thread(target=sink.run, daemon=True)
+    thread.start()
+    yield sink
+    sink._stop.set()
+    thread.join(2)
+    sock.close()
+
+
+@dataclass
+class Worker:
+    process: subprocess.Popen[bytes]
+    port: int
+    log: Path
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
+@pytest.fixture
+def sip_settings(settings: Settings, tmp_path: Path) -> Settings:
+    flows_dir = tmp_path / "flows"
+    (flows_dir / "prompts").mkdir(parents=True)
+    shutil.copy(REPO_ROOT / "flows" / "prompts" / "hold.wav", flows_dir / "prompts")
+    return settings.model_copy(update={"flows_dir": flows_dir})
+
+
+def publish_flow(database: Database, settings: Settings, source: str) -> None:
+    context = CheckContext.for_directory(settings.flows_dir, ["billing"])
+    with database.unit_of_work() as session:
+        publish(session, "main", source, "flows/main.yaml", context, by="test")
+
+
+@pytest.fixture
+def start_worker(
+    sip_settings: Settings, tmp_path: Path, redis_client: redis.Redis
+) -> Iterator[Callable[..., Worker]]:
+    _require_espeak()
+    started: list[Worker] = []
+
+    def start(host: str = "127.0.0.1", public: str | None = None) -> Worker:
+        port = free_port()
+        config = {
+            "data_dir": str(sip_settings.data_dir),
+            "database_url": sip_settings.database_url,
+            "redis_url": sip_settings.redis_url,
+            "flows_dir": str(sip_settings.flows_dir),
+            "queues": {"billing": {"hold_music": "prompts/hold.wav"}},
+            "sip": {"rtp_port": free_rtp_base(), "public_address": public},
+        }
+        config_file = tmp_path / f"config-{port}.yaml"
+        config_file.write_text(yaml.safe_dump(config), encoding="utf-8")
+        log = tmp_path / f"worker-{port}.log"
+        options = ["--sip-host", host, "--sip-port", str(port)]
+        with open(log, "wb") as out:
+            process = subprocess.Popen(
+                [*KOKAN, "--config", str(config_file), "sip", *options],
+                env=clean_environ(),
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+        worker = Worker(process, port, log)
+        started.append(worker)
+        wait_for(
+            lambda: "SIP endpoint on" in worker.output() or process.poll() is not None,
+            "the SIP worker to start",
+        )
+        assert process.poll() is None, worker.output()
+        return worker
+
+    yield start
+    for worker in started:
+        if worker.process.poll() is None:
+            worker.process.send_signal(signal.SIGTERM)
+            try:
+                worker.process.wait(10)
+            except subprocess.TimeoutExpired:
+                worker.process.kill()
+                worker.process.wait()
+
+
+@dataclass(frozen=True)
+class Key:
+    """A key the caller presses `after_ms` after the step before it, by RFC 2833 or SIP INFO."""
+
+    key: str
+    after_ms: int = 1000
+    info: bool = False
+
+
+def fill(template: str, **values: object) -> str:
+    """Our ${name} placeholders only: sipp's own [$variable] syntax stays as it is."""
+    for name, value in values.items():
+        template = template.replace("${" + name + "}", str(value))
+    assert "${" not in template, template
+    return template
+
+
+def _keys_xml(keys: Sequence[Key]) -> str:
+    parts = []
+    for index, key in enumerate(keys):
+        fragment = (SCENARIOS / ("key_info.xml" if key.info else "key_rfc2833.xml")).read_text()
+        pcap = PCAPS / f"dtmf_2833_{PCAP_NAMES.get(key.key, key.key)}.pcap"
+        parts.append(fill(fragment, after_ms=key.after_ms, pcap=pcap, key=key.key, cseq=2 + index))
+    return "".join(parts)
+
+
+def sipp(
+    worker: Worker,
+    scenario: str,
+    tmp_path: Path,
+    sink: RtpSink,
+    keys: Sequence[Key] = (),
+    *,
+    hold_ms: int = 500,
+    background: bool = False,
+) -> subprocess.Popen[bytes] | subprocess.CompletedProcess[bytes]:
+    program = _require_sipp()
+    local = free_port()
+    filled = tmp_path / f"{local}-{scenario}"
+    text = (SCENARIOS / scenario).read_text(encoding="utf-8")
+    filled.write_text(fill(text, keys=_keys_xml(keys), hold_ms=hold_ms), encoding="utf-8")
+    command = [
+        program,
+        f"127.0.0.1:{worker.port}",
+        "-sf",
+        str(filled),
+        "-m",
+        "1",
+        "-i",
+        "127.0.0.1",
+        "-p",
+        str(local),
+        "-mi",
+        "127.0.0.1",
+        "-mp",
+        str(free_rtp_base()),
+        "-s",
+        "kokan",
+        "-timeout",
+        "20s",
+        "-timeout_error",
+        "-nostdin",
+        "-trace_err",
+        "-error_file",
+        str(tmp_path / f"sipp-{local}-errors.log"),
+        "-trace_logs",
+        "-log_file",
+        str(tmp_path / f"sipp-{local}.log"),
+    ]
+    for name, value in {"caller": CALLER, "rtp_sink": str(sink.port)}.items():
+        command += ["-key", name, value]
+    if background:
+        return subprocess.Popen(
+            command, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+    return subprocess.run(command, cwd=tmp_path, capture_output=True, timeout=30, check=False)
+
+
+def sipp_log(tmp_path: Path) -> str:
+    return "".join(p.read_text(errors="replace") for p in tmp_path.glob("sipp-*.log"))
+
+
+def the_call(database: Database, redis_client: redis.Redis) -> Call:
+    def found() -> Call | None:
+        CdrProjector(redis_client, database).drain()
+        with database.unit_of_work() as session:
+            return session.scalar(select(Call).where(Call.provider == "sip"))
+
+    call: Call = wait_for(found, "the call's record")
+    return call
+
+
+def no_lock(redis_client: redis.Redis, call_id: str) -> bool:
+    return not redis_client.exists(LOCK_KEY.format(call=f"sip:{call_id}"))
+
+
+# ---- the tests ----
+
+
+def test_a_caller_hears_the_menu_and_keys_walk_the_flow(
+    start_worker: Callable[..., Worker],
+    sip_settings: Settings,
+    database: Database,
+    redis_client: redis.Redis,
+    rtp_sink: RtpSink,
+    tmp_path: Path,
+) -> None:
+    publish_flow(database, sip_settings, MENU_FLOW)
+    worker = start_worker()
+    done = sipp(worker, "call.xml", tmp_path, rtp_sink, [Key("1"), Key("2")])
+    assert done.returncode == 0, sipp_log(tmp_path) + worker.output()
+
+    assert rtp_sink.voiced() > 20, "the menu prompt did not reach the caller as RTP"
+    call = the_call(database, redis_client)
+    assert (call.from_number, call.to_number) == (CALLER, "kokan")
+    state = wait_for(
+        lambda: (
+            (s := CallStore(redis_client, "sip").load(call.provider_call_id))
+            and s.node == "menu3"
+            and s
+        ),
+        "the second key to reach menu3",
+    )
+    assert state.path == ["menu", "sales", "menu2", "menu3"]
+    wait_for(lambda: the_call(database, redis_client).ended_at is not None, "the call's end")
+    assert no_lock(redis_client, call.provider_call_id)
+
+
+def test_the_sdp_and_contact_carry_the_configured_address_not_a_guessed_one(
+    start_worker: Callable[..., Worker],
+    sip_settings: Settings,
+    database: Database,
+    rtp_sink: RtpSink,
+    tmp_path: Path,
+) -> None:
+    publish_flow(database, sip_settings, MENU_FLOW)
+    # bound to every interface: without the published address pjsua would put the
+    # machine's first interface into Contact and SDP
+    worker = start_worker(host="0.0.0.0", public="127.0.0.1")  # noqa: S104
+    done = sipp(worker, "call.xml", tmp_path, rtp_sink, [Key("1", after_ms=200)])
+    assert done.returncode == 0, sipp_log(tmp_path) + worker.output()
+    log = sipp_log(tmp_path)
+    assert "SDP-CONNECTION 127.0.0.1" in log, log
+    assert "CONTACT 127.0.0.1" in log, log
+
+
+def test_a_voicemail_is_recorded_stored_and_handed_to_conversion(
+    start_worker: Callable[..., Worker],
+    sip_settings: Settings,
+    database: Database,
+    redis_client: redis.Redis,
+    rtp_sink: RtpSink,
+    tmp_path: Path,
+) -> None:
+    publish_flow(database, sip_settings, VOICEMAIL_FLOW)
+    worker = start_worker()
+    done = sipp(worker, "kokan_hangs_up.xml", tmp_path, rtp_sink, [Key("#", after_ms=3000)])
+    assert done.returncode == 0, sipp_log(tmp_path) + worker.output()
+
+    def stored() -> Recording | None:
+        with database.unit_of_work() as session:
+            return session.scalar(
+                select(Recording).where(
+                    Recording.provider == "sip", Recording.status == RecordingStatus.STORED
+                )
+            )
+
+    recording = wait_for(stored, "the voicemail's recording row")
+    assert recording.kind == "voicemail"
+    assert recording.storage_key is not None
+    assert (sip_settings.recordings_dir / recording.storage_key).is_file()
+    assert recording.duration_ms is not None
+    assert recording.duration_ms > 300
+    assert job_is_live(recordings_queue(redis_client), process_job_id(recording.id))
+    call = the_call(database, redis_client)
+    wait_for(
+        lambda: the_call(database, redis_client).outcome == "voicemail", "the voicemail outcome"
+    )
+    assert recording.provider_call_id == call.provider_call_id
+    assert no_lock(redis_client, call.provider_call_id)
+
+
+def test_hanging_up_during_the_voicemail_keeps_the_message(
+    start_worker: Callable[..., Worker],
+    sip_settings: Settings,
+    database: Database,
+    redis_client: redis.Redis,
+    rtp_sink: RtpSink,
+    tmp_path: Path,
+) -> None:
+    publish_flow(database, sip_settings, VOICEMAIL_FLOW)
+    worker = start_worker()
+    done = sipp(worker, "call.xml", tmp_path, rtp_sink, hold_ms=3000)  # BYE while recording
+    assert done.returncode == 0, sipp_log(tmp_path) + worker.output()
+
+    def stored() -> Recording | None:
+        with database.unit_of_work() as session:
+            return session.scalar(select(Recording).where(Recording.provider == "sip"))
+
+    recording = wait_for(stored, "the voicemail's recording row")
+    assert recording.status == RecordingStatus.STORED
+    call = the_call(database, redis_client)
+    wait_for(lambda: the_call(database, redis_client).ended_at is not None, "the call's end")
+    assert the_call(database, redis_client).outcome == "voicemail"
+    assert no_lock(redis_client, call.provider_call_id)
+
+
+def test_a_queued_caller_joins_the_acd_hears_music_and_hanging_up_abandons(
+    start_worker: Callable[..., Worker],
+    sip_settings: Settings,
+    database: Database,
+    redis_client: redis.Redis,
+    rtp_sink: RtpSink,
+    tmp_path: Path,
+) -> None:
+    publish_flow(database, sip_settings, QUEUE_FLOW)
+    acd = AcdService(redis_client)
+    queues = {"billing": QueueSettings(hold_music="prompts/hold.wav")}
+    apply_config(acd, sip_settings.model_copy(update={"queues": queues}))  # as the router does
+    worker = start_worker()
+    done = sipp(worker, "call.xml", tmp_path, rtp_sink, hold_ms=3000)
+    assert done.returncode == 0, sipp_log(tmp_path) + worker.output()
+
+    assert rtp_sink.voiced() > 50, "the caller heard neither the prompt nor the music"
+    call = the_call(database, redis_client)
+    waited = acd.call(call.provider_call_id)
+    assert waited.queue == "billing"
+    wait_for(lambda: the_call(database, redis_client).outcome == "abandoned", "the abandon outcome")
+    assert the_call(database, redis_client).queue == "billing"
+
+
+def test_sigterm_with_a_call_up_hangs_it_up_and_exits_cleanly(
+    start_worker: Callable[..., Worker],
+    sip_settings: Settings,
+    database: Database,
+    redis_client: redis.Redis,
+    rtp_sink: RtpSink,
+    tmp_path: Path,
+) -> None:
+    publish_flow(database, sip_settings, MENU_FLOW)
+    worker = start_worker()
+    caller = sipp(worker, "kokan_hangs_up.xml", tmp_path, rtp_sink, background=True)
+    assert isinstance(caller, subprocess.Popen)
+    call = the_call(database, redis_client)
+    wait_for(lambda: CallStore(redis_client, "sip").load(call.provider_call_id), "the call")
+
+    worker.process.send_signal(signal.SIGTERM)
+    assert worker.process.wait(10) == 0, worker.output()
+    assert caller.wait(10) == 0, sipp_log(tmp_path)  # it got Kokan's BYE and answered it
+    assert "Aborted" not in worker.output()
+    wait_for(lambda: the_call(database, redis_client).ended_at is not None, "the call's end")
+    assert no_lock(redis_client, call.provider_call_id)
+
+
+def test_keys_sent_as_sip_info_walk_the_flow_too(
+    start_worker: Callable[..., Worker],
+    sip_settings: Settings,
+    database: Database,
+    redis_client: redis.Redis,
+    rtp_sink: RtpSink,
+    tmp_path: Path,
+) -> None:
+    publish_flow(database, sip_settings, MENU_FLOW)
+    worker = start_worker()
+    keys = [Key("1", info=True), Key("2", info=True)]
+    done = sipp(worker, "call.xml", tmp_path, rtp_sink, keys)
+    assert done.returncode == 0, sipp_log(tmp_path) + worker.output()
+
+    call = the_call(database, redis_client)
+    state = CallStore(redis_client, "sip").load(call.provider_call_id)
+    assert state is not None
+    assert state.path == ["menu", "sales", "menu2", "menu3"]
+
+
+def test_a_silent_caller_times_out_through_the_retries_to_on_failure(
+    start_worker: Callable[..., Worker],
+    sip_settings: Settings,
+    database: Database,
+    redis_client: redis.Redis,
+    rtp_sink: RtpSink,
+    tmp_path: Path,
+) -> None:
+    publish_flow(database, sip_settings, TIMEOUT_FLOW)
+    worker = start_worker()
+    done = sipp(worker, "kokan_hangs_up.xml", tmp_path, rtp_sink)
+    assert done.returncode == 0, sipp_log(tmp_path) + worker.output()
+
+    call = the_call(database, redis_client)
+    state = CallStore(redis_client, "sip").load(call.provider_call_id)
+    assert state is not None
+    assert state.path == ["menu", "bye"]
+    wait_for(
+        lambda: the_call(database, redis_client).outcome == "completed-in-ivr", "the IVR outcome"
+    )
+    assert no_lock(redis_client, call.provider_call_id)
+
+
+def test_a_call_kokan_cannot_run_hears_an_apology_not_silence(
+    start_worker: Callable[..., Worker],
+    database: Database,
+    redis_client: redis.Redis,
+    rtp_sink: RtpSink,
+    tmp_path: Path,
+) -> None:
+    worker = start_worker()  # no flow published: the engine cannot start the call
+    done = sipp(worker, "call.xml", tmp_path, rtp_sink, hold_ms=2500)
+    assert done.returncode == 0, sipp_log(tmp_path) + worker.output()
+
+    assert rtp_sink.voiced() > 50, "the caller heard no apology"
+    assert "could not start the call" in worker.output()
+    call = the_call(database, redis_client)
+    assert call.provider_call_id in worker.output()  # logged with the call's id
+
+
+def test_a_sip_port_in_use_stops_kokan_sip_with_one_clear_line(
+    sip_settings: Settings, database: Database
+) -> None:
+    _require_espeak()
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as taken:
+        taken.bind(("127.0.0.1", 0))
+        port = taken.getsockname()[1]
+        done = run_kokan(
+            "sip",
+            "--sip-port",
+            str(port),
+            env={
+                "DATABASE_URL": str(sip_settings.database_url),
+                "REDIS_URL": str(sip_settings.redis_url),
+                "KOKAN_DATA_DIR": str(sip_settings.data_dir),
+            },
+        )
+    assert done.returncode == 2, done.stderr
+    assert f"kokan: sip.host/sip.port: cannot listen on 127.0.0.1:{port} over UDP" in done.stderr
+    assert "Traceback" not in done.stderr
