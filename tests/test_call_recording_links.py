@@ -21,7 +21,8 @@ from recording.storage import LocalStorage
 from tests.recording_support import spoken, store_recording, wav_of
 from tests.twilio_signing import new_sid
 from tickets.call_tickets import tickets_for_calls
-from tickets.models import AuditEntry, Call, Interaction, Ticket
+from tickets.models import AuditEntry, Call, Customer, Interaction, Ticket
+from tickets.services import record_interaction
 
 CALLER = "+819012345678"
 
@@ -102,7 +103,7 @@ def test_a_voicemails_transcript_appears_on_its_interaction(
         assert row.interaction_id == interaction_id
 
 
-def test_an_interaction_made_after_the_transcription_is_linked_by_the_sweep(
+def test_an_interaction_made_after_the_transcription_is_linked_when_its_ticket_is_made(
     settings: Settings, database: Database
 ) -> None:
     settings = with_phrases(settings)
@@ -120,8 +121,7 @@ def test_an_interaction_made_after_the_transcription_is_linked_by_the_sweep(
         )
         session.add(call)
     tickets_for_calls(database, settings.tickets, [("twilio", sid)])
-    assert link_recent(database) == 1
-    assert link_recent(database) == 0, "linked once"
+    assert link_recent(database) == 0, "linked with the ticket, not left for the sweep"
     with database.unit_of_work() as session:
         interaction = session.scalars(
             select(Interaction).where(Interaction.provider_message_id == sid)
@@ -130,6 +130,33 @@ def test_an_interaction_made_after_the_transcription_is_linked_by_the_sweep(
         row = session.get(Recording, recording_id)
         assert row is not None
         assert row.interaction_id == interaction.id
+
+
+def test_the_periodic_sweep_links_a_recording_whose_interaction_came_another_way(
+    settings: Settings, database: Database
+) -> None:
+    sid = new_sid("CA")
+    recording_id = stored(database, settings, wav_of(spoken("예약")), sid, kind="call")
+    with database.unit_of_work() as session:
+        customer = Customer()
+        session.add(customer)
+        session.flush()
+        made = record_interaction(
+            session,
+            customer_id=customer.id,
+            ticket=None,
+            channel="voice",
+            direction="inbound",
+            provider="twilio",
+            provider_message_id=sid,
+        )
+        interaction_id = made.id
+    assert link_recent(database) == 1
+    assert link_recent(database) == 0, "linked once"
+    with database.unit_of_work() as session:
+        row = session.get(Recording, recording_id)
+        assert row is not None
+        assert row.interaction_id == interaction_id
 
 
 def token(database: Database, username: str, role: str) -> dict[str, str]:

@@ -101,7 +101,26 @@ def ticket_for_call(session: Session, settings: TicketsSettings, call: Call) -> 
     )
     if ticket.last_activity_at < ended:
         ticket.last_activity_at = ended
+    _attach_recordings(session, call)
     return interaction.id
+
+
+def _attach_recordings(session: Session, call: Call) -> None:
+    """Recordings (and a voicemail's transcript) that arrived before the call's ticket join
+    it now, rather than at the next periodic sweep."""
+    from recording.links import attach
+    from recording.models import Recording
+
+    session.flush()
+    waiting = session.scalars(
+        select(Recording).where(
+            Recording.provider == call.provider,
+            Recording.provider_call_id == call.provider_call_id,
+            Recording.interaction_id.is_(None),
+        )
+    )
+    for row in waiting:
+        attach(session, row)
 
 
 def tickets_for_calls(
