@@ -37,6 +37,11 @@ VOICEMAIL_FOLDER = "sip-voicemail"
 VOICEMAIL_THREADS = 1
 """Voicemails are few and each is one insert: one side thread keeps them in order."""
 
+JOIN_ACD = False
+"""Until agents can be bridged over SIP (the next slice), a SIP caller in a queue hears
+the queue's music outside the ACD: `kokan router` rings agents only through Twilio and
+would take the call for a Twilio one."""
+
 log = logging.getLogger(__name__)
 
 
@@ -62,7 +67,7 @@ class SipWorker:
             recordings_dir=data_dir / VOICEMAIL_FOLDER,
             keep_voicemail=self._keep_voicemail,
             clock=time.monotonic,
-            acd=AcdService(client, defer_routing=True),
+            acd=AcdService(client, defer_routing=True) if JOIN_ACD else None,
         )
         self.endpoint.driver = self.driver
 

@@ -497,7 +497,7 @@ def test_hanging_up_during_the_voicemail_keeps_the_message(
     assert no_lock(redis_client, call.provider_call_id)
 
 
-def test_a_queued_caller_joins_the_acd_hears_music_and_hanging_up_abandons(
+def test_a_queued_caller_hears_the_queues_music_until_hanging_up(
     start_worker: Callable[..., Worker],
     sip_settings: Settings,
     database: Database,
@@ -514,11 +514,10 @@ def test_a_queued_caller_joins_the_acd_hears_music_and_hanging_up_abandons(
     assert done.returncode == 0, sipp_log(tmp_path) + worker.output()
 
     assert rtp_sink.voiced() > 50, "the caller heard neither the prompt nor the music"
+    wait_for(lambda: the_call(database, redis_client).ended_at is not None, "the call's end")
     call = the_call(database, redis_client)
-    waited = acd.call(call.provider_call_id)
-    assert waited.queue == "billing"
-    wait_for(lambda: the_call(database, redis_client).outcome == "abandoned", "the abandon outcome")
-    assert the_call(database, redis_client).queue == "billing"
+    assert call.queue == "billing"
+    assert acd.queue("billing").waiting == 0, "not handed to the ACD until SIP agents exist"
 
 
 def test_sigterm_with_a_call_up_hangs_it_up_and_exits_cleanly(
@@ -542,6 +541,34 @@ def test_sigterm_with_a_call_up_hangs_it_up_and_exits_cleanly(
     assert "Aborted" not in worker.output()
     wait_for(lambda: the_call(database, redis_client).ended_at is not None, "the call's end")
     assert no_lock(redis_client, call.provider_call_id)
+
+
+def test_sigterm_during_a_voicemail_keeps_what_was_recorded(
+    start_worker: Callable[..., Worker],
+    sip_settings: Settings,
+    database: Database,
+    redis_client: redis.Redis,
+    rtp_sink: RtpSink,
+    tmp_path: Path,
+) -> None:
+    publish_flow(database, sip_settings, VOICEMAIL_FLOW)
+    worker = start_worker()
+    caller = sipp(worker, "kokan_hangs_up.xml", tmp_path, rtp_sink, background=True)
+    assert isinstance(caller, subprocess.Popen)
+    spool = sip_settings.resolved_data_dir / "sip-voicemail"
+    wait_for(
+        lambda: any(p.stat().st_size > 4096 for p in spool.glob("*.wav")),
+        "the voicemail to be recording",
+    )
+
+    worker.process.send_signal(signal.SIGTERM)
+    assert worker.process.wait(10) == 0, worker.output()
+    assert caller.wait(10) == 0, sipp_log(tmp_path)
+    with database.unit_of_work() as session:  # kept before the worker exited
+        recording = session.scalar(select(Recording).where(Recording.provider == "sip"))
+        assert recording is not None
+        assert recording.status == RecordingStatus.STORED
+    assert not list(spool.glob("*.wav"))
 
 
 def test_keys_sent_as_sip_info_walk_the_flow_too(
