@@ -110,6 +110,8 @@ def list_recordings(
         statement = statement.where(_queue() == query.queue)
     if query.ticket is not None:
         statement = statement.where(Interaction.ticket_id == query.ticket)
+    if query.customer is not None:
+        statement = statement.where(Interaction.customer_id == query.customer)
     if query.kind is not None:
         statement = statement.where(Recording.kind == query.kind)
     if query.since is not None:

@@ -25,7 +25,7 @@ class InvalidRecordingQuery(InvalidInput):
 
 
 class RecordingQuery(BaseModel):
-    """GET /api/recordings?agent=&queue=&since=&until=&q=&kind=&ticket=&limit=&before_id="""
+    """GET /api/recordings?agent=&queue=&since=&until=&q=&kind=&ticket=&customer=&limit=&before_id="""
 
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
@@ -36,6 +36,7 @@ class RecordingQuery(BaseModel):
     q: str | None = Field(default=None, min_length=1, max_length=MAX_SEARCH_CHARS)
     kind: str | None = Field(default=None, pattern=r"^(call|voicemail)$")
     ticket: int | None = Field(default=None, ge=1, le=2**31 - 1)
+    customer: int | None = Field(default=None, ge=1, le=2**31 - 1)
     limit: int = Field(default=DEFAULT_PAGE, ge=1, le=MAX_PAGE)
     before_id: int | None = Field(default=None, ge=1, le=2**31)
 

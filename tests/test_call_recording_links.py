@@ -185,6 +185,14 @@ def test_a_call_recording_shows_its_ticket_and_is_found_by_it(
     assert other["recordings"] == []
     bad = client.get("/api/recordings?ticket=abc", headers=boss)
     assert bad.status_code == 400
+    with database.unit_of_work() as session:
+        interaction = session.get(Interaction, interaction_id)
+        assert interaction is not None
+        customer_id = interaction.customer_id
+    by_customer = client.get(f"/api/recordings?customer={customer_id}", headers=boss).get_json()
+    assert [r["id"] for r in by_customer["recordings"]] == [recording_id]
+    stranger = client.get(f"/api/recordings?customer={customer_id + 1}", headers=boss).get_json()
+    assert stranger["recordings"] == []
 
 
 def test_a_ticket_on_legal_hold_keeps_its_recordings_from_retention(
