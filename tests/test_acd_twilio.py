@@ -583,7 +583,9 @@ def test_after_the_agent_hangs_up_the_caller_answers_the_survey_onto_the_ticket(
 
     nps = press(first, "4")
     assert "0から10" in said(nps)[0]
-    done = press(nps, "9")
+    ces = press(nps, "9")
+    assert "1から7" in said(ces)[0]
+    done = press(ces, "6")
     assert said(done) == ["ご協力ありがとうございました。"]
     twilio.agent_leg_ends(sid, "aiko", "completed")
     twilio.post("/webhooks/twilio/status", twilio.call_params(sid, "completed"))
@@ -593,8 +595,8 @@ def test_after_the_agent_hangs_up_the_caller_answers_the_survey_onto_the_ticket(
         answers = session.scalars(
             select(Interaction).where(Interaction.provider_message_id == f"{sid}:survey")
         ).one()
-        assert answers.answers == {"csat": "4", "nps": "9"}
-        assert answers.body == "CSAT 4, NPS 9"
+        assert answers.answers == {"csat": "4", "nps": "9", "ces": "6"}
+        assert answers.body == "CSAT 4, NPS 9, CES 6"
         call = session.scalars(
             select(Interaction).where(Interaction.provider_message_id == sid)
         ).one()
