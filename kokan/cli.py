@@ -127,9 +127,7 @@ def worker(ctx: click.Context, burst: bool, check: bool, timeout: float) -> None
             _fail(f"no worker ran the self-check within {timeout:g} s", status=1)
         click.echo(f"worker ok: pid {result['pid']} on {result['host']}")
         return
-    run_worker(
-        connection, open_migrated_database(loaded), burst=burst, tickets=loaded.settings.tickets
-    )
+    run_worker(connection, open_migrated_database(loaded), burst=burst, settings=loaded.settings)
 
 
 @cli.command()

@@ -466,6 +466,46 @@ class EmailSettings(BaseModel):
         description="seconds before each retry of an e-mail the server did not take",
     )
 
+    @field_validator("smtp_password")
+    @classmethod
+    def _ascii_password(cls, value: SecretStr | None) -> SecretStr | None:
+        # smtplib encodes AUTH as ASCII: another password would fail on every send
+        if value is not None and not value.get_secret_value().isascii():
+            raise ValueError("must be ASCII (smtplib sends AUTH in ASCII)")
+        return value
+
+    @field_validator("send_retry_intervals_s")
+    @classmethod
+    def _email_intervals_not_negative(cls, value: list[int]) -> list[int]:
+        if any(interval < 0 for interval in value):
+            raise ValueError("retry intervals must be 0 or more seconds")
+        return value
+
+
+WEBHOOK_RETRY_INTERVALS_S = (10, 40, 160, 640, 2560, 10240)
+"""Exponential backoff (x4) over about 3.7 hours: a subscriber's deploy or short outage is
+ridden out without hammering it."""
+
+
+class OutboundWebhookSettings(BaseModel):
+    """Delivery of ticket and call events to subscribers (tickets.subscriptions)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    retry_intervals_s: list[int] = Field(
+        default_factory=lambda: list(WEBHOOK_RETRY_INTERVALS_S),
+        max_length=20,
+        description="seconds before each retry of a delivery the subscriber did not take",
+    )
+    timeout_s: int = Field(default=10, ge=1, le=120, description="per POST")
+
+    @field_validator("retry_intervals_s")
+    @classmethod
+    def _intervals_not_negative(cls, value: list[int]) -> list[int]:
+        if any(interval < 0 for interval in value):
+            raise ValueError("retry intervals must be 0 or more seconds")
+        return value
+
 
 class Settings(BaseModel):
     """All of Kokan's settings; later issues add their own sections here."""
@@ -500,6 +540,7 @@ class Settings(BaseModel):
     tickets: TicketsSettings = TicketsSettings()
     intake: IntakeSettings = IntakeSettings()
     email: EmailSettings = EmailSettings()
+    outbound_webhooks: OutboundWebhookSettings = OutboundWebhookSettings()
     sip: SipSettings = SipSettings()
 
     @field_validator("skills")

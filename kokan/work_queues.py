@@ -15,7 +15,11 @@ MESSAGES_QUEUE = "messages"
 """Outbound SMS/WhatsApp replies: seconds each, kept apart so a backlog of recordings or a
 Twilio outage for messages does not hold up the other."""
 
-ALL_QUEUES = (DEFAULT_QUEUE, MESSAGES_QUEUE, RECORDINGS_QUEUE)
+WEBHOOKS_QUEUE = "webhooks"
+"""Outbound webhook deliveries (tickets.subscriptions): a slow or dead subscriber waits out
+its timeouts here, never in front of customers' messages."""
+
+ALL_QUEUES = (DEFAULT_QUEUE, MESSAGES_QUEUE, WEBHOOKS_QUEUE, RECORDINGS_QUEUE)
 """What `kokan worker` listens to, in priority order; later issues append their queues."""
 
 

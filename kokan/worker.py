@@ -9,11 +9,12 @@ from typing import Any
 
 import redis
 
-from kokan.config import TicketsSettings
+from kokan.config import Settings
 from kokan.db import Database
 from kokan.selfcheck import SELFCHECK_RESULT_TTL_S, selfcheck
 from kokan.work_queues import ALL_QUEUES, queue
 from recording.model_worker import ModelSharingWorker
+from tickets import subscriptions
 from tickets.cdr import CdrProjector
 
 SELFCHECK_POLL_S = 0.1
@@ -26,11 +27,15 @@ def run_worker(
     database: Database,
     *,
     burst: bool = False,
-    tickets: TicketsSettings | None = None,
+    settings: Settings | None = None,
 ) -> None:
     """rq jobs in the main thread; the call-detail projector beside them in a thread, so every
     worker process also keeps the calls table up to date (consumer groups share the work)."""
-    projector = CdrProjector(connection, database, tickets=tickets)
+    if settings is not None:  # the projector's call events reach webhook subscribers at once
+        subscriptions.use_redis(connection, settings.outbound_webhooks)
+    projector = CdrProjector(
+        connection, database, tickets=settings.tickets if settings is not None else None
+    )
     if burst:
         projector.drain()
         ModelSharingWorker(list(ALL_QUEUES), connection=connection).work(

@@ -4,8 +4,14 @@ from __future__ import annotations
 
 import redis
 
-from kokan.periodic import RETENTION_CRON, STALLED_FETCH_SWEEP_S, scheduler
-from kokan.work_queues import RECORDINGS_QUEUE, queue
+from kokan.periodic import (
+    RETENTION_CRON,
+    SLA_SWEEP_S,
+    STALLED_FETCH_SWEEP_S,
+    WEBHOOK_SWEEP_S,
+    scheduler,
+)
+from kokan.work_queues import DEFAULT_QUEUE, RECORDINGS_QUEUE, WEBHOOKS_QUEUE, queue
 
 
 def test_the_schedule_names_each_periodic_job_and_enqueues_what_is_due(
@@ -16,6 +22,8 @@ def test_the_schedule_names_each_periodic_job_and_enqueues_what_is_due(
     assert plan == {
         "recording.jobs.requeue_stalled_fetches": (RECORDINGS_QUEUE, STALLED_FETCH_SWEEP_S, None),
         "recording.retention.apply_retention_job": (RECORDINGS_QUEUE, None, RETENTION_CRON),
+        "tickets.sla.sweep_sla": (DEFAULT_QUEUE, SLA_SWEEP_S, None),
+        "tickets.subscriptions.sweep_deliveries": (WEBHOOKS_QUEUE, WEBHOOK_SWEEP_S, None),
     }
     enqueued = cron.enqueue_jobs()
     assert enqueued, "a sweep is due at once on start"

@@ -28,7 +28,7 @@ from sqlalchemy.orm import Session
 
 from kokan.config import TicketsSettings
 from kokan.db import Database
-from tickets import services
+from tickets import services, subscriptions
 from tickets.models import Call, Channel, Direction, Outcome, Ticket
 from tickets.phones import InvalidPhoneNumber, to_e164
 
@@ -140,6 +140,13 @@ def tickets_for_calls(
             )
             if call is not None and ticket_for_call(session, settings, call) is not None:
                 made += 1
+            if call is not None and call.ended_at is not None:
+                subscriptions.emit(
+                    session,
+                    subscriptions.CALL_ENDED,
+                    subscriptions.call_data(call),
+                    key=f"{subscriptions.CALL_ENDED}:{provider}:{call_id}",
+                )
         return made
 
     return services.run_with_retry(database, work)

@@ -6,6 +6,7 @@ supervisor or an admin.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import redis
@@ -21,8 +22,9 @@ from kokan.errors import InvalidInput
 from kokan.wiring import database, redis_client, settings
 from recording.legal_hold import set_legal_hold, take_legal_hold
 from tickets import schemas
+from tickets.email_out import enqueue_email, queue_email_reply
 from tickets.jobs import enqueue_send
-from tickets.models import Customer, Ticket
+from tickets.models import Channel, Customer, Ticket, TicketStatus
 from tickets.phones import to_e164
 from tickets.services import (
     TicketChanges,
@@ -41,6 +43,7 @@ from tickets.services import (
     timeline,
     update_ticket,
 )
+from tickets.sla import breached_tickets
 
 blueprint = Blueprint("tickets_api", __name__, url_prefix="/api")
 
@@ -137,6 +140,30 @@ def merge(customer_id: int) -> dict[str, Any]:
     return run_with_retry(database(), work)
 
 
+@blueprint.get("/tickets")
+@require_role(*READERS)
+def list_tickets() -> dict[str, Any]:
+    """`?breached=1`: tickets whose SLA the sweep flagged (tickets.sla); `status=` narrows."""
+    if request.args.get("breached") not in ("1", "true"):
+        raise InvalidInput("list tickets with ?breached=1 (optionally &status=…&limit=…)")
+    status = request.args.get("status")
+    if status is not None and status not in [item.value for item in TicketStatus]:
+        raise InvalidInput(
+            f"status must be one of {', '.join(item.value for item in TicketStatus)}"
+        )
+    raw_limit = request.args.get("limit", str(DEFAULT_PAGE))
+    if (
+        not raw_limit.isascii()
+        or not raw_limit.isdigit()
+        or not 1 <= int(raw_limit) <= schemas.MAX_PAGE
+    ):
+        raise InvalidInput(f"limit must be a whole number from 1 to {schemas.MAX_PAGE}")
+    now = utcnow()
+    with database().unit_of_work() as session:
+        tickets = breached_tickets(session, status, int(raw_limit))
+        return {"tickets": [schemas.ticket_json(ticket, now) for ticket in tickets]}
+
+
 @blueprint.get("/tickets/<int:ticket_id>")
 @require_role(*READERS)
 def show_ticket(ticket_id: int) -> dict[str, Any]:
@@ -198,8 +225,12 @@ def post_note(ticket_id: int) -> tuple[dict[str, Any], int]:
 def post_reply(ticket_id: int) -> Response:
     """Queue an SMS/WhatsApp reply on the ticket's channel; 409 (with a note on the ticket)
     when the number opted out."""
-    body = schemas.parse(schemas.ReplyBody, _json_body())
+    data = _json_body()
     config = settings()
+    with database().unit_of_work() as session:
+        if get_ticket(session, ticket_id).channel == Channel.EMAIL:
+            return _email_reply(ticket_id, data)
+    body = schemas.parse(schemas.ReplyBody, data)
     with database().unit_of_work() as session:
         outcome = queue_reply(session, config.tickets, ticket_id, body.body, g.principal.username)
         shown = schemas.interaction_json(outcome.interaction)
@@ -214,8 +245,17 @@ def post_reply(ticket_id: int) -> Response:
         )
         response.status_code = 409
         return response
+    return _enqueued(
+        shown,
+        lambda: enqueue_send(
+            redis_client(), outcome.interaction.id, config.tickets.send_retry_intervals_s
+        ),
+    )
+
+
+def _enqueued(shown: dict[str, Any], enqueue: Callable[[], None]) -> Response:
     try:
-        enqueue_send(redis_client(), outcome.interaction.id, config.tickets.send_retry_intervals_s)
+        enqueue()
     except redis.RedisError:
         # stored as queued; the agent sees it did not leave and may send it again
         shown["delivery_status"] = "queued"
@@ -231,3 +271,23 @@ def post_reply(ticket_id: int) -> Response:
     response = jsonify(shown)
     response.status_code = 202
     return response
+
+
+def _email_reply(ticket_id: int, data: Any) -> Response:
+    """An e-mail ticket's reply: stored with its Message-ID, sent by tickets.email_out."""
+    body = schemas.parse(schemas.EmailReplyBody, data)
+    config = settings()
+    with database().unit_of_work() as session:
+        message = queue_email_reply(
+            session,
+            config.tickets,
+            config.email,
+            get_ticket(session, ticket_id),
+            body.body,
+            g.principal.username,
+        )
+        shown = schemas.interaction_json(message)
+    return _enqueued(
+        shown,
+        lambda: enqueue_email(redis_client(), shown["id"], config.email.send_retry_intervals_s),
+    )

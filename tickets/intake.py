@@ -13,7 +13,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 from sqlalchemy import select
@@ -48,6 +48,8 @@ MAX_REFERENCES = 100
 MAX_ATTACHMENTS = 20
 MAX_URL = 2048
 MAX_NAME = 200
+DEFAULT_CONTENT_TYPE = "application/octet-stream"
+"""What an attachment announced without a type is: bytes, as HTTP says."""
 
 
 def _no_nul(value: str) -> str:
@@ -65,12 +67,14 @@ class Attachment(BaseModel):
     model_config = ConfigDict(extra="ignore", strict=True)
 
     url: Text = Field(min_length=1, max_length=MAX_URL, pattern=r"^https?://[^\s/]+\S*$")
-    content_type: Text = Field(default="application/octet-stream", max_length=128)
+    content_type: Text = Field(default=DEFAULT_CONTENT_TYPE, max_length=128)
     filename: Text | None = Field(default=None, max_length=255)
     size: int | None = Field(default=None, ge=0)
 
     def as_media(self) -> dict[str, Any]:
-        item: dict[str, Any] = {"url": self.url, "content_type": self.content_type or "unknown"}
+        # a type Kokan has never heard of is kept as announced, never refused
+        content_type = self.content_type.strip() or DEFAULT_CONTENT_TYPE
+        item: dict[str, Any] = {"url": self.url, "content_type": content_type}
         if self.filename is not None:
             item["filename"] = self.filename
         if self.size is not None:
@@ -151,7 +155,9 @@ class IntakeResult:
     ticket_created: bool = False
 
 
-def _add_identity(session: Session, customer: Customer, email: str | None, e164: str | None) -> None:
+def _add_identity(
+    session: Session, customer: Customer, email: str | None, e164: str | None
+) -> None:
     """Remember the customer's other address when nobody else has it yet."""
     if email is not None and services.customer_by_email(session, email) is None:
         session.add(CustomerEmail(customer_id=customer.id, email=services.normalize_email(email)))
@@ -196,7 +202,10 @@ def _duplicate(session: Session, provider: str, key: str) -> IntakeResult | None
 
 
 def receive_email(
-    session: Session, settings: TicketsSettings, payload: EmailPayload, now: dt.datetime | None = None
+    session: Session,
+    settings: TicketsSettings,
+    payload: EmailPayload,
+    now: dt.datetime | None = None,
 ) -> IntakeResult:
     key = message_key(Channel.EMAIL, payload.message_id)
     found = _duplicate(session, PROVIDER_EMAIL, key)
@@ -251,7 +260,10 @@ def receive_email(
 
 
 def receive_chat(
-    session: Session, settings: TicketsSettings, payload: ChatPayload, now: dt.datetime | None = None
+    session: Session,
+    settings: TicketsSettings,
+    payload: ChatPayload,
+    now: dt.datetime | None = None,
 ) -> IntakeResult:
     key = message_key(Channel.CHAT, payload.message_id)
     found = _duplicate(session, PROVIDER_CHAT, key)
@@ -309,4 +321,3 @@ INTAKE_CHANNELS: dict[str, type[EmailPayload] | type[ChatPayload]] = {
     "email": EmailPayload,
     "chat": ChatPayload,
 }
-IntakeChannel = Literal["email", "chat"]

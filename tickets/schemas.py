@@ -62,6 +62,12 @@ class ReplyBody(BaseModel):
     body: str = Field(min_length=1, max_length=4096)
 
 
+class EmailReplyBody(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    body: str = Field(min_length=1, max_length=100_000)
+
+
 class MergeBody(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, populate_by_name=True)
 
@@ -127,6 +133,8 @@ def ticket_json(ticket: Ticket, now: dt.datetime) -> dict[str, Any]:
             ticket.first_response_due_at, ticket.first_responded_at, now
         ),
         "resolution_breached": is_breached(ticket.resolution_due_at, ticket.solved_at, now),
+        "first_response_breached_at": _time(ticket.first_response_breached_at),
+        "resolution_breached_at": _time(ticket.resolution_breached_at),
     }
 
 
@@ -158,4 +166,100 @@ def audit_json(entry: AuditEntry) -> dict[str, Any]:
         "action": entry.action,
         "detail": entry.detail,
         "at": _time(entry.at),
+    }
+
+
+# ---- outbound webhook subscriptions (tickets.subscriptions_http) ----
+
+MAX_WEBHOOK_URL = 2048
+WEBHOOK_SECRET_CHARS = (16, 128)
+"""A subscriber's own secret: long enough not to be guessed, short enough for its column."""
+
+
+def _check_webhook_url(value: str | None) -> str | None:
+    from urllib.parse import urlsplit
+
+    if value is None:
+        return None
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("must be an http:// or https:// URL")
+    try:
+        parts.port  # noqa: B018 - parsing the port is the check
+    except ValueError:
+        raise ValueError("the port in the URL must be a number from 0 to 65535") from None
+    return value
+
+
+def _check_event_types(value: list[str] | None) -> list[str] | None:
+    from tickets.subscriptions import ALL_EVENTS, EVENT_TYPES
+
+    if value is None:
+        return None
+    unknown = sorted(set(value) - {*EVENT_TYPES, ALL_EVENTS})
+    if unknown:
+        raise ValueError(
+            f"unknown event types {', '.join(unknown)}; use {', '.join(EVENT_TYPES)} or *"
+        )
+    return sorted(set(value))
+
+
+class SubscriptionPatch(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    url: str | None = Field(default=None, max_length=MAX_WEBHOOK_URL)
+    event_types: list[str] | None = Field(default=None, min_length=1, max_length=20)
+    active: bool | None = None
+    description: str | None = Field(default=None, max_length=200)
+    secret: str | None = Field(
+        default=None, min_length=WEBHOOK_SECRET_CHARS[0], max_length=WEBHOOK_SECRET_CHARS[1]
+    )
+
+    _url = field_validator("url")(_check_webhook_url)
+    _events = field_validator("event_types")(_check_event_types)
+
+
+class SubscriptionBody(SubscriptionPatch):
+    url: str = Field(max_length=MAX_WEBHOOK_URL)
+    event_types: list[str] = Field(min_length=1, max_length=20)
+
+
+def subscription_json(row: Any, with_secret: bool = False) -> dict[str, Any]:
+    shown: dict[str, Any] = {
+        "id": row.id,
+        "url": row.url,
+        "event_types": list(row.event_types),
+        "active": row.active,
+        "description": row.description,
+        "created_at": _time(row.created_at),
+        "updated_at": _time(row.updated_at),
+    }
+    if with_secret:
+        shown["secret"] = row.secret
+    return shown
+
+
+def delivery_json(row: Any, attempts: list[Any]) -> dict[str, Any]:
+    return {
+        "id": row.id,
+        "subscription_id": row.subscription_id,
+        "event_id": row.event_id,
+        "event_type": row.event_type,
+        "status": row.status,
+        "attempts": row.attempts,
+        "last_error": row.last_error,
+        "next_attempt_at": _time(row.next_attempt_at),
+        "created_at": _time(row.created_at),
+        "delivered_at": _time(row.delivered_at),
+        "payload": row.payload,
+        "log": [
+            {
+                "attempt": attempt.attempt,
+                "at": _time(attempt.at),
+                "status_code": attempt.status_code,
+                "error": attempt.error,
+                "duration_ms": attempt.duration_ms,
+            }
+            for attempt in attempts
+        ],
     }

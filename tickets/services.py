@@ -29,6 +29,7 @@ from sqlalchemy.orm import Session
 from kokan.config import TICKET_PRIORITIES, TicketsSettings
 from kokan.db import Database, utcnow
 from kokan.errors import Conflict, InvalidInput, NotFound
+from tickets import subscriptions
 from tickets.models import (
     ACTIVE_STATUSES,
     AuditEntry,
@@ -355,6 +356,9 @@ def open_ticket(
     )
     session.add(ticket)
     session.flush()
+    subscriptions.emit(
+        session, subscriptions.TICKET_CREATED, subscriptions.ticket_data(ticket), now=now
+    )
     return ticket
 
 
@@ -470,6 +474,11 @@ def update_ticket(
     if diff:
         ticket.updated_at = now
         audit(session, actor, "ticket.updated", "ticket", ticket.id, {"changes": diff}, now)
+        session.flush()
+        data = {**subscriptions.ticket_data(ticket), "changes": diff, "actor": actor}
+        subscriptions.emit(session, subscriptions.TICKET_UPDATED, data, now=now)
+        if diff.get("status", [None, None])[1] == TicketStatus.SOLVED:
+            subscriptions.emit(session, subscriptions.TICKET_SOLVED, data, now=now)
     session.flush()
     return ticket
 
@@ -491,6 +500,9 @@ def add_note(session: Session, ticket_id: int, body: str, author: str) -> Intera
     session.add(note)
     ticket.updated_at = now
     session.flush()
+    subscriptions.emit(
+        session, subscriptions.INTERACTION_ADDED, subscriptions.interaction_data(note), now=now
+    )
     return note
 
 
@@ -554,6 +566,9 @@ def record_interaction(
         ticket.last_activity_at = now
         ticket.updated_at = now
     session.flush()
+    subscriptions.emit(
+        session, subscriptions.INTERACTION_ADDED, subscriptions.interaction_data(interaction)
+    )
     return interaction
 
 
