@@ -17,22 +17,18 @@ server where a throwaway database is created and dropped; skipped when it does n
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import secrets
 import shutil
 import tempfile
-import time
-import urllib.parse
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import aiohttp
 from sqlalchemy import func, insert, select
 
 from bench.ivr_webhook import CONCURRENCY, REPO, free_port, gunicorn, report, wait_until_up
-from bench.loadgen import Result, run, twilio_signature
+from bench.loadgen import Result, run
 from kokan.db import Database, normalize_url, utcnow
 from kokan.embedded_redis import EmbeddedRedis
 from kokan.migrate import upgrade
@@ -94,44 +90,8 @@ def sms_params(account: str) -> dict[str, str]:
     }
 
 
-async def _post_all(url: str, token: str, account: str, total: int, concurrency: int) -> Result:
-    requests = []
-    for _ in range(total):
-        params = sms_params(account)
-        requests.append((urllib.parse.urlencode(params), twilio_signature(token, url, params)))
-    latencies: list[float] = []
-    errors = 0
-    cursor = 0
-    connector = aiohttp.TCPConnector(limit=concurrency)
-    async with aiohttp.ClientSession(connector=connector) as session:
-
-        async def worker() -> None:
-            nonlocal cursor, errors
-            while cursor < total:
-                body, signature = requests[cursor]
-                cursor += 1
-                started = time.perf_counter()
-                async with session.post(
-                    url,
-                    data=body,
-                    headers={
-                        "Content-Type": "application/x-www-form-urlencoded",
-                        "X-Twilio-Signature": signature,
-                    },
-                ) as response:
-                    await response.read()
-                    if response.status != 200:
-                        errors += 1
-                latencies.append((time.perf_counter() - started) * 1000)
-
-        began = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
-        elapsed = time.perf_counter() - began
-    return Result(total, elapsed, latencies, errors)
-
-
 def post_sms(url: str, token: str, account: str, total: int) -> Result:
-    return asyncio.run(_post_all(url, token, account, total, CONCURRENCY))
+    return run(url, url, token, account, total, CONCURRENCY, sms_params)
 
 
 def interactions(database: Database) -> int:

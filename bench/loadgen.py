@@ -10,6 +10,7 @@ import hmac
 import secrets
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import urlencode
 
@@ -59,12 +60,22 @@ class Result:
         return self.percentile(0.99)
 
 
+ParamsFactory = Callable[[str], dict[str, str]]
+"""account sid -> one request's form: a new call by default, an SMS for bench.intake."""
+
+
 async def _run(
-    url: str, signed_url: str, auth_token: str, account_sid: str, total: int, concurrency: int
+    url: str,
+    signed_url: str,
+    auth_token: str,
+    account_sid: str,
+    total: int,
+    concurrency: int,
+    make_params: ParamsFactory = new_call_params,
 ) -> Result:
     bodies = []
     for _ in range(total):
-        params = new_call_params(account_sid)
+        params = make_params(account_sid)
         bodies.append((urlencode(params), twilio_signature(auth_token, signed_url, params)))
     latencies: list[float] = []
     errors = 0
@@ -98,6 +109,14 @@ async def _run(
 
 
 def run(
-    url: str, signed_url: str, auth_token: str, account_sid: str, total: int, concurrency: int
+    url: str,
+    signed_url: str,
+    auth_token: str,
+    account_sid: str,
+    total: int,
+    concurrency: int,
+    make_params: ParamsFactory = new_call_params,
 ) -> Result:
-    return asyncio.run(_run(url, signed_url, auth_token, account_sid, total, concurrency))
+    return asyncio.run(
+        _run(url, signed_url, auth_token, account_sid, total, concurrency, make_params)
+    )

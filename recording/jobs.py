@@ -11,8 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import errno
 import logging
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,9 +19,10 @@ import requests
 from rq import get_current_job
 from sqlalchemy import update
 
-from kokan import config, logs
+from kokan import logs
 from kokan.config import Settings
 from kokan.db import Database, utcnow
+from kokan.job_context import job_context
 from recording.errors import (
     FetchInterrupted,
     RecordingGone,
@@ -72,18 +72,6 @@ class _Target:
     provider_deleted: bool
     call_sid: str
     created_at: dt.datetime
-
-
-@contextmanager
-def job_context() -> Iterator[tuple[Settings, Database]]:
-    """Jobs run in `kokan worker` (any process with the same config file and environment):
-    they read Kokan's configuration themselves and open the database for the one job."""
-    settings = config.load().settings
-    database = Database(settings.effective_database_url)
-    try:
-        yield settings, database
-    finally:
-        database.dispose()
 
 
 def keep_twilio_voicemail(

@@ -21,6 +21,7 @@ from sqlalchemy.exc import IntegrityError
 from kokan import logs
 from kokan.config import Settings
 from kokan.db import Database, utcnow
+from kokan.job_context import job_context
 from recording import transcribe
 from recording.convert import OUTPUT_FORMATS, convert_file, decode
 from recording.errors import (
@@ -29,7 +30,7 @@ from recording.errors import (
     RecordingUnusable,
     StorageFull,
 )
-from recording.jobs import job_context, run_step
+from recording.jobs import run_step
 from recording.links import attach_recording
 from recording.models import Recording, RecordingStatus, Transcript
 from recording.services import (

@@ -16,7 +16,7 @@ from sqlalchemy import ColumnElement, and_, delete, false, or_, select, true, up
 
 from kokan.config import Settings
 from kokan.db import Database, utcnow
-from recording.jobs import job_context
+from kokan.job_context import job_context
 from recording.models import (
     AccessAction,
     Recording,

@@ -18,8 +18,6 @@ import logging
 import secrets
 import smtplib
 import ssl
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from email.message import EmailMessage
 from email.utils import format_datetime, formataddr, make_msgid
@@ -29,10 +27,10 @@ from rq import Queue, Retry, get_current_job
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from kokan import config
-from kokan.config import EmailSettings, Settings, TicketsSettings
+from kokan.config import EmailSettings, TicketsSettings
 from kokan.db import Database, utcnow
 from kokan.errors import InvalidInput, KokanError
+from kokan.job_context import job_context
 from kokan.work_queues import MESSAGES_QUEUE
 from tickets import services
 from tickets.intake import PROVIDER_EMAIL, message_key
@@ -186,20 +184,10 @@ def build_message(session: Session, row: Interaction, email: EmailSettings) -> E
     return message
 
 
-@contextmanager
-def _job_context() -> Iterator[tuple[Settings, Database]]:
-    settings = config.load().settings
-    database = Database(settings.effective_database_url)
-    try:
-        yield settings, database
-    finally:
-        database.dispose()
-
-
 def send_email(interaction_id: int) -> str:
     """The rq job the reply endpoint enqueues."""
     job = get_current_job()
-    with _job_context() as (settings, database):
+    with job_context() as (settings, database):
         return deliver(
             interaction_id,
             settings=settings.email,

@@ -10,8 +10,7 @@ message is marked failed with the reason.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,10 +19,10 @@ from rq import Queue, Retry, get_current_job
 from sqlalchemy import update
 from twilio.base.exceptions import TwilioRestException
 
-from kokan import config
 from kokan.config import Settings
 from kokan.db import Database, utcnow
 from kokan.errors import KokanError
+from kokan.job_context import job_context
 from kokan.twilio_rest import TwilioNotConfigured, rest_client
 from kokan.work_queues import MESSAGES_QUEUE
 from tickets import services
@@ -84,20 +83,10 @@ def enqueue_send(connection: Any, interaction_id: int, intervals: list[int]) -> 
     )
 
 
-@contextmanager
-def _job_context() -> Iterator[tuple[Settings, Database]]:
-    settings = config.load().settings
-    database = Database(settings.effective_database_url)
-    try:
-        yield settings, database
-    finally:
-        database.dispose()
-
-
 def send_message(interaction_id: int) -> str:
     """The rq job the reply endpoint enqueues."""
     job = get_current_job()
-    with _job_context() as (settings, database):
+    with job_context() as (settings, database):
         return deliver(
             interaction_id,
             settings=settings,

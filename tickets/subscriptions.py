@@ -19,8 +19,7 @@ import logging
 import secrets
 import time
 import uuid
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,9 +30,10 @@ from sqlalchemy import event, or_, select, update
 from sqlalchemy.orm import Session
 
 from kokan import config
-from kokan.config import OutboundWebhookSettings, Settings
+from kokan.config import OutboundWebhookSettings
 from kokan.db import Database, utcnow
 from kokan.errors import KokanError, NotFound
+from kokan.job_context import job_context
 from kokan.work_queues import WEBHOOKS_QUEUE
 from tickets import signing
 from tickets.models import (
@@ -360,16 +360,6 @@ def enqueue_delivery(connection: redis.Redis, delivery_id: int, intervals: list[
     )
 
 
-@contextmanager
-def _job_context() -> Iterator[tuple[Settings, Database]]:
-    settings = config.load().settings
-    database = Database(settings.effective_database_url)
-    try:
-        yield settings, database
-    finally:
-        database.dispose()
-
-
 def _job_redis() -> redis.Redis | None:
     from rq import get_current_job
 
@@ -379,7 +369,7 @@ def _job_redis() -> redis.Redis | None:
 
 def deliver_job(delivery_id: int) -> str:
     """The rq job: one attempt at one delivery."""
-    with _job_context() as (settings, database):
+    with job_context() as (settings, database):
         use_redis(_job_redis(), settings.outbound_webhooks)
         return deliver(delivery_id, settings=settings.outbound_webhooks, database=database)
 
@@ -490,7 +480,7 @@ def sweep_deliveries() -> int:
     """The periodic job: enqueue deliveries that are due and that no job is working on."""
     from rq import get_current_job
 
-    with _job_context() as (settings, database):
+    with job_context() as (settings, database):
         job = get_current_job()
         connection = job.connection if job is not None else None
         if connection is None:
