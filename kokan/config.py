@@ -28,7 +28,7 @@ from pydantic import (
 )
 from sqlalchemy.engine import make_url
 
-from acd.schemas import NAME_PATTERN, AgentConfig, Overflow, QueueConfig
+from acd.schemas import NAME_PATTERN, AgentConfig, Overflow, QueueConfig, Whole
 from admin.services import USERNAME_PATTERN
 
 CONFIG_ENV = "KOKAN_CONFIG"
@@ -59,6 +59,15 @@ DEFAULT_ANNOUNCE_EVERY_S = 60
 
 class ConfigError(Exception):
     """A configuration mistake the operator must fix; the CLI prints it and exits with 2."""
+
+
+def _http_url(value: str) -> str:
+    """An http(s) URL with a host and a valid port, without a trailing slash."""
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("must be an http:// or https:// URL")
+    _check_url_port(value)
+    return value.rstrip("/")
 
 
 def _check_url_port(url: str) -> None:
@@ -97,11 +106,7 @@ class TwilioSettings(BaseModel):
     @field_validator("api_base")
     @classmethod
     def _api_base_is_http(cls, value: str) -> str:
-        parts = urlsplit(value)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError("must be an http:// or https:// URL")
-        _check_url_port(value)
-        return value.rstrip("/")
+        return _http_url(value)
 
 
 class RecordingSettings(BaseModel):
@@ -113,7 +118,7 @@ class RecordingSettings(BaseModel):
     delete_from_twilio: bool = Field(
         default=False, description="delete a recording from Twilio once Kokan has stored it"
     )
-    max_bytes: int = Field(
+    max_bytes: Whole = Field(
         default=MAX_RECORDING_BYTES, ge=1, description="a larger recording is refused"
     )
     fetch_retry_intervals_s: list[int] = Field(
@@ -180,23 +185,12 @@ class RecordingSettings(BaseModel):
             raise ValueError("retention is 1 day or more")
         return value
 
-    @field_validator("max_bytes", mode="before")
-    @classmethod
-    def _no_bool_for_size(cls, value: Any) -> Any:
-        if isinstance(value, bool):
-            raise ValueError("must be a whole number, not true/false")
-        return value
-
     @field_validator("s3_endpoint_url")
     @classmethod
     def _s3_endpoint_is_http(cls, value: str | None) -> str | None:
         if value is None:
             return None
-        parts = urlsplit(value)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError("must be an http:// or https:// URL")
-        _check_url_port(value)
-        return value.rstrip("/")
+        return _http_url(value)
 
     @model_validator(mode="after")
     def _s3_needs_a_bucket(self) -> RecordingSettings:
@@ -393,18 +387,20 @@ class SipSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     host: str = Field(default="127.0.0.1", description="address the SIP endpoint binds to")
-    port: int = Field(default=SIP_DEFAULT_PORT, ge=1, le=65535, description="SIP port, UDP and TCP")
+    port: Whole = Field(
+        default=SIP_DEFAULT_PORT, ge=1, le=65535, description="SIP port, UDP and TCP"
+    )
     public_address: str | None = Field(
         default=None,
         description="address published in Via/Contact/SDP (default: host); never guessed",
     )
-    rtp_port: int = Field(
+    rtp_port: Whole = Field(
         default=SIP_DEFAULT_RTP_PORT,
         ge=1024,
         le=65535 - 2 * SIP_MAX_CALLS,
         description="first RTP port; the worker uses 2 x max_calls ports from here",
     )
-    max_calls: int = Field(
+    max_calls: Whole = Field(
         default=SIP_MAX_CALLS, ge=1, le=SIP_MAX_CALLS, description="calls one worker holds"
     )
     codecs: list[str] = Field(
@@ -412,13 +408,6 @@ class SipSettings(BaseModel):
         min_length=1,
         description="codecs offered, in order (pjsua names: PCMU/8000, PCMA/8000, G722/16000)",
     )
-
-    @field_validator("port", "rtp_port", "max_calls", mode="before")
-    @classmethod
-    def _no_bool(cls, value: Any) -> Any:
-        if isinstance(value, bool):
-            raise ValueError("must be a whole number, not true/false")
-        return value
 
 
 INTAKE_SECRET_MIN_CHARS = 16
@@ -514,13 +503,13 @@ class Settings(BaseModel):
 
     data_dir: Path = Path("var")
     host: str = "127.0.0.1"
-    port: int = Field(default=8080, ge=1, le=65535)
+    port: Whole = Field(default=8080, ge=1, le=65535)
     public_url: str | None = None
     database_url: str | None = None
     redis_url: str | None = None
     secret_key: SecretStr | None = None
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
-    web_workers: int = Field(default=2, ge=1, le=64)
+    web_workers: Whole = Field(default=2, ge=1, le=64)
     twilio: TwilioSettings = TwilioSettings()
     flows_dir: Path = Path("flows")
     trust_proxy_hops: int = Field(
@@ -587,14 +576,6 @@ class Settings(BaseModel):
                 )
         return value
 
-    @field_validator("port", "web_workers", mode="before")
-    @classmethod
-    def _no_bool_for_int(cls, value: Any) -> Any:
-        # pydantic's lax mode reads YAML `true` as 1; a port of 1 is never what was meant
-        if isinstance(value, bool):
-            raise ValueError("must be a whole number, not true/false")
-        return value
-
     @field_validator("log_level", mode="before")
     @classmethod
     def _log_level_any_case(cls, value: Any) -> Any:
@@ -605,11 +586,7 @@ class Settings(BaseModel):
     def _public_url_is_http(cls, value: str | None) -> str | None:
         if value is None:
             return None
-        parts = urlsplit(value)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError("must be an http:// or https:// URL")
-        _check_url_port(value)
-        return value.rstrip("/")
+        return _http_url(value)
 
     @field_validator("database_url")
     @classmethod
