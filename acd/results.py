@@ -136,6 +136,8 @@ class CallView:
     joined_ms: int
     answered_ms: int | None
     result: str | None
+    callback_number: str | None = None
+    """For a callback task: the number the agent's leg dials."""
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

@@ -473,4 +473,5 @@ class AcdService:
             joined_ms=int(c.get("joined", 0)),
             answered_ms=int(c["answered"]) if c.get("answered") else None,
             result=c.get("result") or None,
+            callback_number=c.get("callback") or None,
         )

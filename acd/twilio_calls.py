@@ -17,7 +17,7 @@ from acd.dialer import IGNORED_ACD_ERRORS, TwilioCalls
 from acd.errors import AcdInvalidInput, AlreadyAnswered, NotWaiting
 from acd.estimates import expected_wait_s
 from acd.services import AcdService
-from acd.twilio_legs import TwilioLegs
+from acd.twilio_legs import QueuedCall, TwilioLegs
 from ivr.engine import CallState
 from ivr.twiml import render_fallback
 from kokan import logs
@@ -74,8 +74,9 @@ class QueueVoice:
         finally:
             logs.call_id_var.reset(token)
 
-    def _language(self, call_sid: str, queue: str | None) -> str:
-        queued = self.legs.call(call_sid)
+    def _language(self, call_sid: str, queue: str | None, queued: QueuedCall | None = None) -> str:
+        """The language the caller chose in the flow, else the queue's."""
+        queued = queued or self.legs.call(call_sid)
         if queued is not None and queued.language:
             return queued.language
         settings = self.queues.get(queue or "")
@@ -178,7 +179,8 @@ class QueueVoice:
         token = logs.call_id_var.set(call_id)
         try:
             call = self.acd.call(call_id)
-            language = self._language(call_id, call.queue)
+            queued = self.legs.call(call_id)
+            language = self._language(call_id, call.queue, queued)
             try:
                 answered = self.acd.answer(call_id, agent_id)
             except (*IGNORED_ACD_ERRORS, AlreadyAnswered) as exc:
@@ -188,15 +190,8 @@ class QueueVoice:
                 self.calls.cancel_legs(call_id, keep=agent_id)
                 log.info("agent %s answered after a %d ms wait", agent_id, answered.wait_ms)
             if call.kind == "callback":
-                queued = self.legs.call(call_id)
-                number = self.acd.redis.hget(self.acd.keys.call(call_id), "callback")
                 kokan_number = self.calls.caller_id or (queued.called if queued else None)
-                return twiml.agent_callback(
-                    number.decode() if isinstance(number, bytes) else str(number or ""),
-                    kokan_number,
-                    language,
-                )
-            queued = self.legs.call(call_id)
+                return twiml.agent_callback(call.callback_number or "", kokan_number, language)
             identity = cdr.CallIdentity(
                 PROVIDER, call_id, queued.caller if queued else "", queued.called if queued else ""
             )
