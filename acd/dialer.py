@@ -20,7 +20,7 @@ from acd.errors import CallEnded, NotOffered, UnknownAgent, UnknownCall
 from acd.results import Offer
 from acd.schemas import DEFAULT_RING_TIMEOUT_S, Channel
 from acd.services import AcdService
-from acd.twilio_legs import TwilioLegs
+from acd.twilio_legs import QueuedCall, TwilioLegs
 from acd.twilio_twiml import QueueUrls
 from kokan.config import QueueSettings
 from kokan.logs import call_id_var
@@ -74,12 +74,13 @@ class TwilioCalls:
             if offer.channel != Channel.VOICE:
                 log.info("offer on %s is for the agent desktop, not dialed", offer.channel)
                 return
+            queued = self.legs.call(offer.call_id)
             for agent_id in offer.agents:
-                self._ring(offer, agent_id)
+                self._ring(offer, agent_id, queued)
         finally:
             call_id_var.reset(token)
 
-    def _ring(self, offer: Offer, agent_id: str) -> None:
+    def _ring(self, offer: Offer, agent_id: str, queued: QueuedCall | None) -> None:
         try:
             address = agent_address(self.acd.agent(agent_id).contact)
         except UnknownAgent:
@@ -88,7 +89,6 @@ class TwilioCalls:
             log.warning("agent %s has no phone, SIP URI or Twilio identity to ring", agent_id)
             self._not_reached(offer, agent_id)
             return
-        queued = self.legs.call(offer.call_id)
         kokan_number = self.caller_id or (queued.called if queued else "") or None
         if offer.kind == "callback" or address.startswith("+"):
             shown = kokan_number  # a phone network shows only numbers Kokan owns
