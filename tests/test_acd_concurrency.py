@@ -31,11 +31,16 @@ SPEEDUP = 10
 reads the same system clock), so unanswered offers expire and wrap-ups end while the
 processes race, and the sweeps race too."""
 WORKER_TIMEOUT_S = 80.0
+STEADY_AGENT = "agent13"
+"""Serves only sales (no autopause) and is never set available or on a break by the
+racing processes: the others' wrap-ups are mostly ended early by those random status
+changes, this agent's always run out, so the sweep's own wrap-up ends take part in
+every race."""
 SKILLS = ("japanese", "english", "network", "billing")
 QUEUES: dict[str, dict[str, Any]] = {
     "support": {"strategy": Strategy.LONGEST_IDLE, "skills": {"network": 2}, "priority": 5},
     "billing": {"strategy": Strategy.FEWEST_CALLS, "skills": {"billing": 1}},
-    "sales": {"strategy": Strategy.ROUND_ROBIN, "wrapup_seconds": 1},
+    "sales": {"strategy": Strategy.ROUND_ROBIN, "wrapup_seconds": 1, "autopause": False},
     "vip": {"strategy": Strategy.RING_ALL, "priority": 10},
 }
 
@@ -53,6 +58,8 @@ def build_floor(acd: AcdService) -> list[str]:
     for i in range(14):
         agent_id = f"agent{i:02d}"
         queues = rng.sample(sorted(QUEUES), 2) if i >= 3 else ["vip", "support"]
+        if agent_id == STEADY_AGENT:
+            queues = ["sales"]
         skills = {s: rng.randint(1, 5) for s in rng.sample(SKILLS, 3)}
         skills.setdefault("network", 2)
         acd.put_agent(
@@ -72,6 +79,7 @@ def worker(index: int, url: str, agents: list[str], start: Any, results: Any) ->
     """Join CALLS_PER_WORKER calls and act on them and on everyone else's, at random:
     answer, ring out, hang up, abandon, breaks, ticks; then end every call it joined."""
     rng = random.Random(1000 + index)
+    steered = [agent for agent in agents if agent != STEADY_AGENT]
     client = connect(url)
     acd = AcdService(client, clock=accelerated_clock, rng=random.Random(index))
     ringing: list[Offer] = []
@@ -134,11 +142,11 @@ def worker(index: int, url: str, agents: list[str], start: Any, results: Any) ->
             # answer some call as some agent: nearly always refused, never harmful
             attempt(lambda: acd.answer(live_call_id(), rng.choice(agents)))
         elif roll < 0.92:
-            agent_id = rng.choice(agents)
+            agent_id = rng.choice(steered)
             result = attempt(lambda agent_id=agent_id: acd.set_status(agent_id, "available"))
             ringing.extend(result or ())
         elif roll < 0.94:
-            agent_id = rng.choice(agents)
+            agent_id = rng.choice(steered)
             attempt(lambda agent_id=agent_id: acd.set_status(agent_id, "break", "coffee"))
         else:
             ringing.extend(acd.tick().offers)
