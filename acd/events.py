@@ -7,10 +7,10 @@ call-detail record (queue and answer times) are computed from it.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import cast
+from typing import Any, cast
 
 import redis
 
@@ -55,7 +55,8 @@ class Event:
         return self.fields.get(name, "")
 
 
-def _decode(entry_id: bytes | str, raw: dict[bytes, bytes]) -> Event:
+def decode_entry(entry_id: bytes | str, raw: Mapping[Any, Any]) -> Event:
+    """One stream entry as an Event (the live floor and the KPI history read the same)."""
     fields = {
         (k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes) else v)
         for k, v in raw.items()
@@ -82,7 +83,7 @@ class EventLog:
             "list[tuple[bytes, dict[bytes, bytes]]]",
             self.redis.xrange(self.key, min=start, max="+", count=count),
         )
-        return [_decode(entry_id, raw) for entry_id, raw in entries]
+        return [decode_entry(entry_id, raw) for entry_id, raw in entries]
 
     def all(self) -> Iterator[Event]:
         after = "-"

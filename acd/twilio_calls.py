@@ -141,6 +141,10 @@ class QueueVoice:
                 log.info("callback not taken: %s", exc.message)
                 return self._wait(call_sid)
             log.info("caller asked for a callback, keeping place %s", position)
+            identity = cdr.CallIdentity(PROVIDER, call_sid, caller, "")
+            cdr.append(
+                self.acd.redis, "outcome", identity, utcnow(), outcome=Outcome.CALLBACK.value
+            )  # the call's record, and the `callback.scheduled` proactive message
             return twiml.callback_confirmed(self._language(call_sid, call.queue))
         except IGNORED_ACD_ERRORS:
             return render_fallback(self.urls.ivr)

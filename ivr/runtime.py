@@ -34,6 +34,7 @@ def init_app(app: Flask, resources: Resources) -> None:
         flow_for_number=flow_for_number,
         on_queued=queue_voice(app).join,
         recorder=queue_voice(app).recorder,
+        survey_by_sms=settings.tickets.sms_survey.mode == "always",
     )
 
 

@@ -53,15 +53,18 @@ class VoiceService:
         flow_for_number: Callable[[str], str],
         on_queued: Callable[[CallState], None] | None = None,
         recorder: CallRecorder | None = None,
+        survey_by_sms: bool = False,
     ) -> None:
         """`on_queued` hands a call whose flow ended in a queue node to the ACD;
-        `recorder` pauses and resumes the call's recording for `recording` nodes."""
+        `recorder` pauses and resumes the call's recording for `recording` nodes;
+        `survey_by_sms` skips the voice survey (tickets.sms_survey sends it as texts)."""
         self.engine = engine
         self.store = store
         self.urls = urls
         self.flow_for_number = flow_for_number
         self.on_queued = on_queued
         self.recorder = recorder
+        self.survey_by_sms = survey_by_sms
 
     def start(self, call: IncomingCall) -> str:
         token = logs.call_id_var.set(call.call_sid)
@@ -126,7 +129,8 @@ class VoiceService:
             if claim.token is None:
                 return claim.reply or render_goodbye()
             state = claim.state
-            turn = self.engine.start_survey(state) if state is not None else None
+            voice = state is not None and not self.survey_by_sms
+            turn = self.engine.start_survey(state) if state is not None and voice else None
             if state is None or turn is None:
                 self.store.release(call_sid, claim.token)
                 return render_goodbye()
@@ -211,7 +215,14 @@ class VoiceService:
             if arrived:
                 cdr.append(pipe, "arrived", identity, now)
             if kind == "queued":
-                cdr.append(pipe, "queued", identity, now, queue=str(outcome["queue"]))
+                cdr.append(
+                    pipe,
+                    "queued",
+                    identity,
+                    now,
+                    queue=str(outcome["queue"]),
+                    survey=state.survey,  # the SMS survey's cue if the caller leaves first
+                )
             elif kind in OUTCOMES:
                 cdr.append(pipe, "outcome", identity, now, outcome=OUTCOMES[kind])
                 if kind == "hung-up":

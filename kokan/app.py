@@ -82,6 +82,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     from recording.http import blueprint as recordings_api
     from tickets.http import blueprint as tickets_api
     from tickets.intake_http import blueprint as intake_webhooks
+    from tickets.proactive_http import blueprint as proactive_api
     from tickets.subscriptions_http import blueprint as webhook_subscriptions
     from webhooks.http import blueprint as twilio_webhooks
     from webhooks.messaging_http import blueprint as twilio_messaging
@@ -99,6 +100,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     app.register_blueprint(tickets_api)
     app.register_blueprint(intake_webhooks)
     app.register_blueprint(webhook_subscriptions)
+    app.register_blueprint(proactive_api)
     app.register_blueprint(acd_api)
     app.register_blueprint(recordings_api)
     return app

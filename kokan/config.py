@@ -7,6 +7,7 @@ a bare validation dump.
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import re
 from collections.abc import Iterator, Mapping
@@ -26,6 +27,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic_core import to_jsonable_python
 from sqlalchemy.engine import make_url
 
 from acd.schemas import NAME_PATTERN, AgentConfig, Overflow, QueueConfig, Whole
@@ -224,6 +226,215 @@ DEFAULT_HELP_REPLY = (
 )
 
 
+PROACTIVE_EVENT_PATTERN = r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$"
+"""Event names like ticket.solved or order.status_changed: dotted, lower case, no spaces."""
+BUILT_IN_EVENTS = ("ticket.solved", "callback.scheduled")
+"""Raised by Kokan itself; any other dotted name comes in through POST /api/proactive/events."""
+SMS_SURVEY_RULE = "sms-survey"
+"""The SMS survey's questions are scheduled under this rule name (tickets.sms_survey)."""
+MAX_TEMPLATE_CHARS = 1600
+"""Twilio's SMS limit (10 segments): a template longer than that could never be sent."""
+LANGUAGE_CODE = r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})?$"
+"""The flow language's own language codes (ivr.model.LANGUAGE_CODE)."""
+
+
+def _check_template(text: str) -> str:
+    """A template that does not parse is a configuration error now, not a failed send later."""
+    from jinja2 import TemplateSyntaxError
+    from jinja2.sandbox import SandboxedEnvironment
+
+    try:
+        SandboxedEnvironment().parse(text)
+    except TemplateSyntaxError as exc:
+        raise ValueError(f"template line {exc.lineno}: {exc.message}") from exc
+    return text
+
+
+Texts = dict[str, str]
+"""A text per language code; the first one is the fallback for a language not listed."""
+
+
+def _check_texts(value: Texts) -> Texts:
+    if not value:
+        raise ValueError("needs a text in at least one language")
+    for language, text in value.items():
+        if not re.fullmatch(LANGUAGE_CODE, language):
+            raise ValueError(f"{language!r} is not a language code like ja or en")
+        if not text.strip():
+            raise ValueError(f"the {language} text is empty")
+        if len(text) > MAX_TEMPLATE_CHARS:
+            raise ValueError(f"the {language} text has over {MAX_TEMPLATE_CHARS} characters")
+        _check_template(text)
+    return value
+
+
+class QuietHours(BaseModel):
+    """Local hours when no proactive message leaves: one that falls due waits for the end."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    start: dt.time = Field(description="local time quiet hours begin, e.g. 21:00")
+    end: dt.time = Field(description="local time they end, e.g. 09:00 (the next morning)")
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> QuietHours:
+        if self.start == self.end:
+            raise ValueError("start and end are the same time; leave quiet_hours out instead")
+        return self
+
+
+class MessageRule(BaseModel):
+    """Send a templated SMS or WhatsApp message to the customer when an event happens."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    event: str = Field(
+        pattern=PROACTIVE_EVENT_PATTERN,
+        description=f"{' or '.join(BUILT_IN_EVENTS)}, or any event posted to the API",
+    )
+    text: Texts = Field(
+        description="the message per language (Jinja2, sandboxed): {{ customer.name }}, "
+        "{{ ticket.id }}, {{ data.order_id }}…"
+    )
+    channel: Literal["sms", "whatsapp"] = "sms"
+    delay_minutes: int = Field(default=0, ge=0, le=60 * 24 * 30, description="after the event")
+    at: dt.time | None = Field(
+        default=None, description="send at the next such local time (after the delay)"
+    )
+    quiet_hours: bool = Field(default=True, description="wait for the end of quiet hours")
+    active: bool = True
+
+    @field_validator("text")
+    @classmethod
+    def _texts(cls, value: Texts) -> Texts:
+        return _check_texts(value)
+
+
+class ProactiveSettings(BaseModel):
+    """Proactive messages (tickets.proactive): rules, the sender, the clock they follow."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    from_number: str | None = Field(
+        default=None,
+        pattern=r"^\+[1-9][0-9]{6,14}$",
+        description="Kokan's number messages go out from; default: twilio.caller_id",
+    )
+    timezone: str = Field(default="Asia/Tokyo", description="for quiet hours and `at` times")
+    quiet_hours: QuietHours | None = Field(
+        default_factory=lambda: QuietHours(start=dt.time(21, 0), end=dt.time(9, 0)),
+        description="no proactive message leaves in these local hours (null: any time)",
+    )
+    language: str = Field(
+        default="ja", pattern=LANGUAGE_CODE, description="the language messages use by default"
+    )
+    rules: dict[str, MessageRule] = Field(default_factory=dict)
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown time zone {value!r} (use a name like Asia/Tokyo)") from exc
+        return value
+
+    @field_validator("rules")
+    @classmethod
+    def _rule_names(cls, value: dict[str, MessageRule]) -> dict[str, MessageRule]:
+        for name in value:
+            if not re.fullmatch(NAME_PATTERN, name):
+                raise ValueError(f"rule name {name!r}: letters, digits, '.', '-' and '_' only")
+            if name == SMS_SURVEY_RULE:
+                raise ValueError(f"{SMS_SURVEY_RULE!r} is the SMS survey's own; pick another name")
+        return value
+
+
+class SurveyQuestion(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    key: Literal["csat", "nps", "ces"]
+    low: int = Field(ge=0, le=10)
+    high: int = Field(ge=1, le=10)
+    text: Texts
+
+    @field_validator("text")
+    @classmethod
+    def _texts(cls, value: Texts) -> Texts:
+        return _check_texts(value)
+
+
+def _default_questions() -> list[SurveyQuestion]:
+    return [
+        SurveyQuestion(
+            key="csat",
+            low=1,
+            high=5,
+            text={
+                "ja": "本日の対応にどの程度満足されましたか？1（不満）から5（満足）の数字でご返信ください。",  # noqa: RUF001 - Japanese punctuation
+                "en": "How satisfied were you with our service today? Reply 1 (not at all) to 5 (very).",
+            },
+        ),
+        SurveyQuestion(
+            key="nps",
+            low=0,
+            high=10,
+            text={
+                "ja": "当社を友人に勧める可能性はどのくらいですか？0から10の数字でご返信ください。",  # noqa: RUF001 - Japanese punctuation
+                "en": "How likely are you to recommend us to a friend? Reply 0 to 10.",
+            },
+        ),
+        SurveyQuestion(
+            key="ces",
+            low=1,
+            high=7,
+            text={
+                "ja": "問題の解決はどのくらい簡単でしたか？1（とても難しい）から7（とても簡単）でご返信ください。",  # noqa: RUF001 - Japanese punctuation
+                "en": "How easy was it to get your issue solved? Reply 1 (very hard) to 7 (very easy).",
+            },
+        ),
+    ]
+
+
+class SmsSurveySettings(BaseModel):
+    """The post-call survey by SMS (tickets.sms_survey)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    mode: Literal["off", "fallback", "always"] = Field(
+        default="fallback",
+        description="fallback: when the caller left before answering the voice survey; "
+        "always: by SMS instead of the voice survey",
+    )
+    delay_minutes: int = Field(default=2, ge=0, le=24 * 60, description="after the call ends")
+    expire_hours: int = Field(default=24, ge=1, le=24 * 14, description="answers taken this long")
+    questions: list[SurveyQuestion] = Field(default_factory=_default_questions, min_length=1)
+    thanks: Texts = Field(
+        default_factory=lambda: {
+            "ja": "ご回答ありがとうございました。",
+            "en": "Thank you for your answers.",
+        }
+    )
+
+    @field_validator("thanks")
+    @classmethod
+    def _thanks(cls, value: Texts) -> Texts:
+        return _check_texts(value)
+
+    @field_validator("questions")
+    @classmethod
+    def _ranges(cls, value: list[SurveyQuestion]) -> list[SurveyQuestion]:
+        keys = [question.key for question in value]
+        if len(set(keys)) != len(keys):
+            raise ValueError("each of csat, nps and ces at most once")
+        for question in value:
+            if question.low >= question.high:
+                raise ValueError(f"{question.key}: low must be below high")
+        return value
+
+
 class TicketsSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -261,6 +472,8 @@ class TicketsSettings(BaseModel):
         max_length=20,
         description="seconds before each retry of an outbound message Twilio did not take",
     )
+    proactive: ProactiveSettings = ProactiveSettings()
+    sms_survey: SmsSurveySettings = SmsSurveySettings()
 
     @field_validator("send_retry_intervals_s")
     @classmethod
@@ -290,8 +503,7 @@ class TicketsSettings(BaseModel):
         return {**_default_sla(), **value}
 
 
-CONSENT_LANGUAGE = r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})?$"
-"""The flow language's own language codes (ivr.model.LANGUAGE_CODE)."""
+CONSENT_LANGUAGE = LANGUAGE_CODE
 MAX_CONSENT_CHARS = 1000
 """A consent sentence or two; Twilio's <Say> takes far more, callers do not."""
 
@@ -881,10 +1093,8 @@ def describe(loaded: LoadedConfig) -> list[str]:
                 }
             elif path in URL_PATHS and isinstance(value, str):
                 shown = mask_url(value)
-            elif isinstance(value, Path):
-                shown = str(value)
-            else:
-                shown = value
+            else:  # times, paths, lists of models: as they would be written in the file
+                shown = to_jsonable_python(value)
             rendered = yaml.safe_dump({".".join(path): shown}, allow_unicode=True).strip()
             lines.append(f"{rendered}  # {loaded.source_of(path)}")
 

@@ -104,6 +104,7 @@ class Database:
 
 def import_models() -> None:
     """Register every mapped class on Base.metadata (for Alembic and for tests)."""
+    import acd.models  # noqa: F401
     import admin.models  # noqa: F401
     import ivr.models  # noqa: F401
     import recording.models  # noqa: F401

@@ -9,6 +9,7 @@ from typing import Any
 
 import redis
 
+from acd.history import HistoryProjector
 from kokan.config import Settings
 from kokan.db import Database
 from kokan.selfcheck import SELFCHECK_RESULT_TTL_S, selfcheck
@@ -29,31 +30,40 @@ def run_worker(
     burst: bool = False,
     settings: Settings | None = None,
 ) -> None:
-    """rq jobs in the main thread; the call-detail projector beside them in a thread, so every
-    worker process also keeps the calls table up to date (consumer groups share the work)."""
+    """rq jobs in the main thread; the call-detail projector and the ACD history projector
+    beside them in threads, so every worker process also keeps the calls table and the KPI
+    history up to date (consumer groups share the work)."""
     if settings is not None:  # the projector's call events reach webhook subscribers at once
         subscriptions.use_redis(connection, settings.outbound_webhooks)
     projector = CdrProjector(
         connection, database, tickets=settings.tickets if settings is not None else None
     )
+    history = HistoryProjector(connection, database)
     if burst:
         projector.drain()
+        history.drain()
         ModelSharingWorker(list(ALL_QUEUES), connection=connection).work(
             burst=True, logging_level="INFO"
         )
         projector.drain()
+        history.drain()
         return
     stop = threading.Event()
     thread = threading.Thread(
         target=projector.run_forever, args=(stop,), name="cdr-projector", daemon=True
     )
     thread.start()
+    history_thread = threading.Thread(
+        target=history.run_forever, args=(stop,), name="acd-history-projector", daemon=True
+    )
+    history_thread.start()
     try:
         worker = ModelSharingWorker(list(ALL_QUEUES), connection=connection)
         worker.work(with_scheduler=True, logging_level="INFO")
     finally:
         stop.set()
         thread.join(PROJECTOR_STOP_S)
+        history_thread.join(PROJECTOR_STOP_S)
 
 
 def check_worker(connection: redis.Redis, timeout_s: float) -> dict[str, Any] | None:

@@ -16,9 +16,11 @@ import tempfile
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
+import yaml
 from flask import Flask
 from flask.testing import FlaskClient
 from pydantic import SecretStr
@@ -26,7 +28,7 @@ from sqlalchemy import delete
 from sqlalchemy.engine import make_url
 
 from kokan.app import create_app
-from kokan.config import Settings
+from kokan.config import Settings, load
 from kokan.db import Base, Database, import_models, normalize_url
 from kokan.embedded_redis import EmbeddedRedis
 from kokan.migrate import upgrade
@@ -194,3 +196,30 @@ def run_kokan(
         timeout=CLI_TIMEOUT_S,
         check=False,
     )
+
+
+def configure_jobs(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    settings: Settings,
+    sections: dict[str, Any],
+    env: dict[str, str] | None = None,
+) -> Settings:
+    """Write config.yaml as rq jobs read it under `kokan worker` (they load it themselves),
+    on the test's database and Redis, with the environment scrubbed so nothing leaks in;
+    `env` holds the secrets that only come from the environment."""
+    for name in list(os.environ):
+        if name.startswith(SCRUBBED_ENV_PREFIXES):
+            monkeypatch.delenv(name)
+    document = {
+        "data_dir": str(settings.data_dir),
+        "database_url": settings.database_url,
+        "redis_url": settings.redis_url,
+        **sections,
+    }
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(document, allow_unicode=True), encoding="utf-8")
+    monkeypatch.setenv("KOKAN_CONFIG", str(path))
+    for name, value in (env or {}).items():
+        monkeypatch.setenv(name, value)
+    return load().settings

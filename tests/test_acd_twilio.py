@@ -37,6 +37,7 @@ from acd.strategies import Strategy
 from acd.twilio_calls import QueueVoice
 from acd.twilio_runtime import build_calls, build_router, queue_voice
 from ivr.publishing import PublishedFlows, publish
+from ivr.runtime import EXTENSION_KEY as VOICE_SERVICE
 from ivr.validator import CheckContext
 from kokan.app import create_app
 from kokan.config import AgentSettings, ConfigError, QueueSettings, Settings, TwilioSettings
@@ -45,7 +46,7 @@ from tests.conftest import REPO_ROOT
 from tests.local_http import serving
 from tests.twilio_signing import SIGNATURE_HEADER, new_sid, twilio_signature
 from tickets.cdr import CdrProjector
-from tickets.models import Call, Interaction
+from tickets.models import Call, Interaction, ScheduledMessage
 
 AUTH_TOKEN = "0a1b2c3d4e5f60718293a4b5c6d7e8f9"
 ACCOUNT_SID = "AC" + "7" * 32
@@ -553,13 +554,7 @@ def test_after_the_agent_hangs_up_the_caller_answers_the_survey_onto_the_ticket(
     redis_client: redis.Redis,
     acd_settings: Settings,
 ) -> None:
-    context = CheckContext.for_directory(REPO_ROOT / "flows", ["billing"])
-    survey_source = (REPO_ROOT / "flows" / "survey.yaml").read_text(encoding="utf-8")
-    with database.unit_of_work() as session:
-        publish(session, "survey", survey_source, "flows/survey.yaml", context, by="test")
-        publish(session, "main", SURVEYED_FLOW, "flows/main.yaml", context, by="test")
-    wait_for(lambda: PublishedFlows(database).active("main")[0] == 2, "the new version")
-
+    publish_surveyed_flow(database)
     sid = ringing(twilio, voice, router)
     twilio.agent_answers(sid, "aiko")
     bridge = twilio.hold(sid)
@@ -602,6 +597,55 @@ def test_after_the_agent_hangs_up_the_caller_answers_the_survey_onto_the_ticket(
         ).one()
         assert (answers.customer_id, answers.ticket_id) == (call.customer_id, call.ticket_id)
         assert answers.ticket_id is not None
+        assert session.scalars(select(ScheduledMessage)).all() == [], "no SMS survey as well"
+
+
+def publish_surveyed_flow(database: Database) -> None:
+    context = CheckContext.for_directory(REPO_ROOT / "flows", ["billing"])
+    survey_source = (REPO_ROOT / "flows" / "survey.yaml").read_text(encoding="utf-8")
+    with database.unit_of_work() as session:
+        publish(session, "survey", survey_source, "flows/survey.yaml", context, by="test")
+        publish(session, "main", SURVEYED_FLOW, "flows/main.yaml", context, by="test")
+    wait_for(lambda: PublishedFlows(database).active("main")[0] == 2, "the new version")
+
+
+def test_a_caller_who_hangs_up_before_the_agent_gets_the_survey_by_sms(
+    twilio: Twilio,
+    voice: QueueVoice,
+    router: Router,
+    database: Database,
+    redis_client: redis.Redis,
+    acd_settings: Settings,
+) -> None:
+    publish_surveyed_flow(database)
+    sid = ringing(twilio, voice, router)
+    twilio.agent_answers(sid, "aiko")
+    twilio.hold(sid)
+    twilio.post("/webhooks/twilio/status", twilio.call_params(sid, "completed"))
+    CdrProjector(redis_client, database, tickets=acd_settings.tickets).drain()
+    with database.unit_of_work() as session:
+        call = session.scalars(select(Call).where(Call.provider_call_id == sid)).one()
+        assert call.survey_flow == "survey"
+        (first,) = session.scalars(select(ScheduledMessage)).all()
+        assert (first.rule, first.to_address) == ("sms-survey", CALLER)
+        assert "1（不満）から5（満足）" in first.body  # noqa: RUF001 - Japanese text
+
+
+def test_with_surveys_by_sms_always_the_caller_hears_goodbye_after_the_agent(
+    twilio: Twilio,
+    voice: QueueVoice,
+    router: Router,
+    database: Database,
+    acd_app: Flask,
+) -> None:
+    publish_surveyed_flow(database)
+    acd_app.extensions[VOICE_SERVICE].survey_by_sms = True
+    sid = ringing(twilio, voice, router)
+    twilio.agent_answers(sid, "aiko")
+    twilio.hold(sid)
+    after = twiml(twilio.post("/webhooks/twilio/voice/after-agent", twilio.call_params(sid)))
+    assert after.find("Gather") is None
+    assert after.find("Hangup") is not None
 
 
 def test_a_status_callback_before_the_voice_webhook_still_makes_the_record(

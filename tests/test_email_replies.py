@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import email
 import email.policy
-import os
 import socket
 import threading
 from collections.abc import Iterator
@@ -17,16 +16,15 @@ from typing import Any
 
 import pytest
 import redis
-import yaml
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 from flask import Flask
 from sqlalchemy import select
 
 from kokan.app import create_app
-from kokan.config import Settings, load
+from kokan.config import Settings
 from kokan.db import Database
-from tests.conftest import SCRUBBED_ENV_PREFIXES
+from tests.conftest import configure_jobs
 from tests.test_intake_webhook import EMAIL, SECRET, Sender, stored
 from tests.test_intake_webhook import email as email_payload
 from tests.test_messaging_replies import work
@@ -117,13 +115,7 @@ def configured(
     monkeypatch: pytest.MonkeyPatch,
 ) -> Settings:
     """config.yaml as under `kokan worker`; the SMTP password and intake secret from the env."""
-    for name in list(os.environ):
-        if name.startswith(SCRUBBED_ENV_PREFIXES):
-            monkeypatch.delenv(name)
-    document = {
-        "data_dir": str(settings.data_dir),
-        "database_url": settings.database_url,
-        "redis_url": settings.redis_url,
+    sections = {
         "email": {
             "smtp_host": "127.0.0.1",
             "smtp_port": mailbox[1],
@@ -135,12 +127,13 @@ def configured(
             "send_retry_intervals_s": [0, 0],
         },
     }
-    path = tmp_path / "config.yaml"
-    path.write_text(yaml.safe_dump(document, allow_unicode=True), encoding="utf-8")
-    monkeypatch.setenv("KOKAN_CONFIG", str(path))
-    monkeypatch.setenv("KOKAN_EMAIL__SMTP_PASSWORD", SMTP_PASSWORD)
-    monkeypatch.setenv("KOKAN_INTAKE__SECRET", SECRET)
-    return load().settings
+    return configure_jobs(
+        tmp_path,
+        monkeypatch,
+        settings,
+        sections,
+        env={"KOKAN_EMAIL__SMTP_PASSWORD": SMTP_PASSWORD, "KOKAN_INTAKE__SECRET": SECRET},
+    )
 
 
 @pytest.fixture

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import signal
 import threading
 from collections.abc import Iterator
@@ -21,16 +20,15 @@ from urllib.parse import parse_qs
 
 import pytest
 import redis
-import yaml
 from flask import Flask
 from rq import Worker
 from sqlalchemy import select
 
 from kokan.app import create_app
-from kokan.config import Settings, load
+from kokan.config import Settings
 from kokan.db import Database
 from kokan.work_queues import ALL_QUEUES
-from tests.conftest import SCRUBBED_ENV_PREFIXES
+from tests.conftest import configure_jobs
 from tests.test_messaging_webhook import (
     ACCOUNT_SID,
     AUTH_TOKEN,
@@ -139,22 +137,14 @@ def configured(
     monkeypatch: pytest.MonkeyPatch,
 ) -> Settings:
     """config.yaml for the jobs, read by them as under `kokan worker`; the token from the env."""
-    for name in list(os.environ):
-        if name.startswith(SCRUBBED_ENV_PREFIXES):
-            monkeypatch.delenv(name)
-    document = {
-        "data_dir": str(settings.data_dir),
-        "database_url": settings.database_url,
-        "redis_url": settings.redis_url,
+    sections = {
         "public_url": PUBLIC_URL,
         "twilio": {"account_sid": ACCOUNT_SID, "api_base": twilio_api[1]},
         "tickets": {"send_retry_intervals_s": [0, 0]},
     }
-    path = tmp_path / "config.yaml"
-    path.write_text(yaml.safe_dump(document), encoding="utf-8")
-    monkeypatch.setenv("KOKAN_CONFIG", str(path))
-    monkeypatch.setenv("TWILIO_AUTH_TOKEN", AUTH_TOKEN)
-    return load().settings
+    return configure_jobs(
+        tmp_path, monkeypatch, settings, sections, env={"TWILIO_AUTH_TOKEN": AUTH_TOKEN}
+    )
 
 
 @pytest.fixture

@@ -5,13 +5,20 @@ from __future__ import annotations
 import redis
 
 from kokan.periodic import (
+    PROACTIVE_SWEEP_S,
     RETENTION_CRON,
     SLA_SWEEP_S,
     STALLED_FETCH_SWEEP_S,
     WEBHOOK_SWEEP_S,
     scheduler,
 )
-from kokan.work_queues import DEFAULT_QUEUE, RECORDINGS_QUEUE, WEBHOOKS_QUEUE, queue
+from kokan.work_queues import (
+    DEFAULT_QUEUE,
+    MESSAGES_QUEUE,
+    RECORDINGS_QUEUE,
+    WEBHOOKS_QUEUE,
+    queue,
+)
 
 
 def test_the_schedule_names_each_periodic_job_and_enqueues_what_is_due(
@@ -24,6 +31,7 @@ def test_the_schedule_names_each_periodic_job_and_enqueues_what_is_due(
         "recording.retention.apply_retention_job": (RECORDINGS_QUEUE, None, RETENTION_CRON),
         "tickets.sla.sweep_sla": (DEFAULT_QUEUE, SLA_SWEEP_S, None),
         "tickets.subscriptions.sweep_deliveries": (WEBHOOKS_QUEUE, WEBHOOK_SWEEP_S, None),
+        "tickets.proactive.sweep_due": (MESSAGES_QUEUE, PROACTIVE_SWEEP_S, None),
     }
     enqueued = cron.enqueue_jobs()
     assert enqueued, "a sweep is due at once on start"

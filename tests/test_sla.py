@@ -4,22 +4,20 @@ entry and a webhook event; the API lists flagged tickets. Real database, Redis, 
 from __future__ import annotations
 
 import datetime as dt
-import os
 import threading
 from pathlib import Path
 
 import pytest
 import redis
-import yaml
 from flask import Flask
 from rq import Queue
 from sqlalchemy import func, select
 
 from kokan.app import create_app
-from kokan.config import Settings, TicketsSettings, load
+from kokan.config import Settings, TicketsSettings
 from kokan.db import Database, utcnow
 from kokan.work_queues import DEFAULT_QUEUE
-from tests.conftest import SCRUBBED_ENV_PREFIXES
+from tests.conftest import configure_jobs
 from tests.test_messaging_replies import work
 from tests.test_subscriptions_webhooks import Inbox, receiver, subscribe  # noqa: F401
 from tests.test_tickets_api import Api, error, ok
@@ -128,19 +126,10 @@ def test_two_sweeps_at_once_flag_a_ticket_once(database: Database) -> None:
 
 @pytest.fixture
 def configured(tmp_path: Path, settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Settings:
-    for name in list(os.environ):
-        if name.startswith(SCRUBBED_ENV_PREFIXES):
-            monkeypatch.delenv(name)
-    document = {
-        "data_dir": str(settings.data_dir),
-        "database_url": settings.database_url,
-        "redis_url": settings.redis_url,
+    sections = {
         "outbound_webhooks": {"retry_intervals_s": [0], "timeout_s": 5},
     }
-    path = tmp_path / "config.yaml"
-    path.write_text(yaml.safe_dump(document), encoding="utf-8")
-    monkeypatch.setenv("KOKAN_CONFIG", str(path))
-    return load().settings
+    return configure_jobs(tmp_path, monkeypatch, settings, sections)
 
 
 @pytest.fixture

@@ -5,7 +5,6 @@ receiver fails, and every attempt is in the delivery log."""
 from __future__ import annotations
 
 import json
-import os
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -15,14 +14,13 @@ from typing import Any, ClassVar
 
 import pytest
 import redis
-import yaml
 from flask import Flask
 from sqlalchemy import func, select, update
 
 from kokan.app import create_app
-from kokan.config import Settings, load
+from kokan.config import Settings
 from kokan.db import Database, utcnow
-from tests.conftest import SCRUBBED_ENV_PREFIXES
+from tests.conftest import configure_jobs
 from tests.local_http import serving
 from tests.test_intake_webhook import EMAIL, SECRET, Sender, stored
 from tests.test_intake_webhook import email as email_payload
@@ -87,20 +85,12 @@ def receiver() -> Iterator[tuple[Inbox, str]]:
 
 @pytest.fixture
 def configured(tmp_path: Path, settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Settings:
-    for name in list(os.environ):
-        if name.startswith(SCRUBBED_ENV_PREFIXES):
-            monkeypatch.delenv(name)
-    document = {
-        "data_dir": str(settings.data_dir),
-        "database_url": settings.database_url,
-        "redis_url": settings.redis_url,
+    sections = {
         "outbound_webhooks": {"retry_intervals_s": [0, 0], "timeout_s": 5},
     }
-    path = tmp_path / "config.yaml"
-    path.write_text(yaml.safe_dump(document), encoding="utf-8")
-    monkeypatch.setenv("KOKAN_CONFIG", str(path))
-    monkeypatch.setenv("KOKAN_INTAKE__SECRET", SECRET)
-    return load().settings
+    return configure_jobs(
+        tmp_path, monkeypatch, settings, sections, env={"KOKAN_INTAKE__SECRET": SECRET}
+    )
 
 
 @pytest.fixture

@@ -162,11 +162,50 @@ def _survey_body(answers: Mapping[str, str]) -> str:
     return ", ".join(f"{SURVEY_LABELS.get(name, name)} {value}" for name, value in answers.items())
 
 
+def store_survey_answers(
+    session: Session,
+    settings: TicketsSettings,
+    provider: str,
+    call_id: str,
+    party: str,
+    answers: Mapping[str, str],
+) -> bool:
+    """Merge a call's survey answers (by voice or by SMS) into its one survey interaction,
+    on the call's ticket when it has one; False when the party is not a phone number."""
+    try:
+        e164 = to_e164(party, settings.default_region)
+    except InvalidPhoneNumber:
+        return False
+    key = call_id + SURVEY_SUFFIX
+    interaction = services.find_interaction(session, provider, key)
+    if interaction is None:
+        customer, _created = services.find_or_create_by_phone(session, e164)
+        call = services.find_interaction(session, provider, call_id)
+        ticket = (
+            session.get(Ticket, call.ticket_id)
+            if call is not None and call.ticket_id is not None
+            else None
+        )
+        interaction = services.record_interaction(
+            session,
+            customer_id=customer.id,
+            ticket=ticket,
+            channel=Channel.SURVEY.value,
+            direction=Direction.INBOUND,
+            provider=provider,
+            provider_message_id=key,
+            from_address=party,
+        )
+    merged = {**(interaction.answers or {}), **answers}
+    interaction.answers = merged
+    interaction.body = _survey_body(merged)
+    return True
+
+
 def survey_answers(
     database: Database, settings: TicketsSettings, events: Sequence[Mapping[str, str]]
 ) -> int:
-    """Keep each call's survey answers as one interaction on the caller's record, on the
-    call's ticket when it has one; how many calls' answers were stored."""
+    """Keep each call's voice survey answers; how many calls' answers were stored."""
     latest: dict[tuple[str, str], dict[str, str]] = {}
     parties: dict[tuple[str, str], str] = {}
     for event in events:
@@ -179,34 +218,52 @@ def survey_answers(
     def work(session: Session) -> int:
         stored = 0
         for (provider, call_id), answers in sorted(latest.items()):
-            try:
-                e164 = to_e164(parties[(provider, call_id)], settings.default_region)
-            except InvalidPhoneNumber:
-                continue
-            key = call_id + SURVEY_SUFFIX
-            interaction = services.find_interaction(session, provider, key)
-            if interaction is None:
-                customer, _created = services.find_or_create_by_phone(session, e164)
-                call = services.find_interaction(session, provider, call_id)
-                ticket = (
-                    session.get(Ticket, call.ticket_id)
-                    if call is not None and call.ticket_id is not None
-                    else None
-                )
-                interaction = services.record_interaction(
-                    session,
-                    customer_id=customer.id,
-                    ticket=ticket,
-                    channel=Channel.SURVEY.value,
-                    direction=Direction.INBOUND,
-                    provider=provider,
-                    provider_message_id=key,
-                    from_address=parties[(provider, call_id)],
-                )
-            merged = {**(interaction.answers or {}), **answers}
-            interaction.answers = merged
-            interaction.body = _survey_body(merged)
-            stored += 1
+            party = parties[(provider, call_id)]
+            stored += store_survey_answers(session, settings, provider, call_id, party, answers)
         return stored
+
+    return services.run_with_retry(database, work)
+
+
+def follow_ups(
+    database: Database, settings: TicketsSettings, calls: Iterable[tuple[str, str]]
+) -> int:
+    """What an ended call starts after its ticket: the SMS survey when one is due, and the
+    `callback.scheduled` proactive message for a caller who asked to be called back. Safe
+    to repeat: both are keyed by the call."""
+    from tickets import proactive, sms_survey
+
+    keys = sorted(set(calls))
+    if not keys:
+        return 0
+
+    def work(session: Session) -> int:
+        started = 0
+        for provider, call_id in keys:
+            call = session.scalar(
+                select(Call).where(Call.provider == provider, Call.provider_call_id == call_id)
+            )
+            if call is None:
+                continue
+            if call.ended_at is not None and sms_survey.plan(session, settings, call) is not None:
+                started += 1
+            if call.outcome == Outcome.CALLBACK:
+                try:
+                    e164 = to_e164(call.from_number, settings.default_region)
+                except InvalidPhoneNumber:
+                    continue
+                customer, _created = services.find_or_create_by_phone(session, e164)
+                started += bool(
+                    proactive.raise_event(
+                        session,
+                        settings,
+                        proactive.CALLBACK_SCHEDULED,
+                        customer_id=customer.id,
+                        key=f"{proactive.CALLBACK_SCHEDULED}:{provider}:{call_id}",
+                        e164=e164,
+                        data={"queue": call.queue or "", "number": e164},
+                    )
+                )
+        return started
 
     return services.run_with_retry(database, work)

@@ -149,6 +149,12 @@ def apply(connection: Connection, events: Sequence[Mapping[str, str]]) -> None:
                 .where(match, CALLS.c.queued_at.is_(None))
                 .values(queued_at=at, queue=event.get("queue"))
             )
+            if event.get("survey"):
+                connection.execute(
+                    update(CALLS)
+                    .where(match, CALLS.c.survey_flow.is_(None))
+                    .values(survey_flow=event["survey"][:64])
+                )
         elif event["type"] == "answered":
             connection.execute(
                 update(CALLS).where(match, CALLS.c.answered_at.is_(None)).values(answered_at=at)
@@ -236,7 +242,7 @@ class CdrProjector:
         transaction of their own after the records are committed: a failure here is logged
         and never holds up the calls table."""
         try:
-            from tickets.call_tickets import survey_answers, tickets_for_calls
+            from tickets.call_tickets import follow_ups, survey_answers, tickets_for_calls
 
             if self._tickets is None:  # as jobs do: the worker's own config file and env
                 self._tickets = config.load().settings.tickets
@@ -247,6 +253,7 @@ class CdrProjector:
             survey_answers(
                 self.database, self._tickets, [e for e in events if e["type"] == "survey"]
             )
+            follow_ups(self.database, self._tickets, calls)
         except Exception:
             log.exception("calls to tickets failed for this batch; call records are kept")
 

@@ -50,6 +50,8 @@ class Call(Base):
     ended_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
     queue: Mapped[str | None] = mapped_column(String(64))
     outcome: Mapped[str | None] = mapped_column(String(32))
+    survey_flow: Mapped[str | None] = mapped_column(String(64))
+    """The survey a flow's `survey` node chose for after the agent leg (the SMS survey's cue)."""
 
 
 # ---- the one customer record ----
@@ -274,3 +276,64 @@ class WebhookAttempt(Base):
     status_code: Mapped[int | None] = mapped_column()
     error: Mapped[str | None] = mapped_column(String(255))
     duration_ms: Mapped[int] = mapped_column(default=0)
+
+
+# ---- proactive messages and SMS surveys (tickets.proactive, tickets.sms_survey) ----
+
+
+class ScheduledMessage(Base):
+    """A proactive message waiting for its time; written in its event's transaction."""
+
+    __tablename__ = "scheduled_messages"
+    __table_args__ = (
+        UniqueConstraint("rule", "event_key"),
+        Index("ix_scheduled_messages_due", "status", "send_at"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    rule: Mapped[str] = mapped_column(String(64))
+    event: Mapped[str] = mapped_column(String(64))
+    event_key: Mapped[str] = mapped_column(String(128))
+    """The same event raised twice (a replayed API call, a call projected again) sends once."""
+    customer_id: Mapped[int] = mapped_column(
+        ForeignKey("customers.id", ondelete="CASCADE"), index=True
+    )
+    ticket_id: Mapped[int | None] = mapped_column(ForeignKey("tickets.id", ondelete="SET NULL"))
+    channel: Mapped[str] = mapped_column(String(16))
+    to_address: Mapped[str] = mapped_column(String(320))
+    from_address: Mapped[str] = mapped_column(String(320))
+    body: Mapped[str] = mapped_column(Text, default="")
+    send_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    status: Mapped[str] = mapped_column(String(16), default="scheduled")
+    interaction_id: Mapped[int | None] = mapped_column(
+        ForeignKey("interactions.id", ondelete="SET NULL")
+    )
+    """The outbound message it became; its delivery status is the rest of the story."""
+    error: Mapped[str | None] = mapped_column(String(255))
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class SmsSurvey(Base):
+    """One call's survey by SMS: which question the customer was asked last, and the answers."""
+
+    __tablename__ = "sms_surveys"
+    __table_args__ = (
+        UniqueConstraint("provider", "provider_call_id"),
+        Index("ix_sms_surveys_number", "e164", "status"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    provider: Mapped[str] = mapped_column(String(16))
+    provider_call_id: Mapped[str] = mapped_column(String(64))
+    customer_id: Mapped[int] = mapped_column(ForeignKey("customers.id", ondelete="CASCADE"))
+    ticket_id: Mapped[int | None] = mapped_column(ForeignKey("tickets.id", ondelete="SET NULL"))
+    e164: Mapped[str] = mapped_column(String(20))
+    language: Mapped[str] = mapped_column(String(16))
+    question: Mapped[int] = mapped_column(default=0)
+    """Index of the question the customer was asked last (the next reply answers it)."""
+    answers: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)
+    status: Mapped[str] = mapped_column(String(16), default="scheduled")
+    expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from kokan.config import TICKET_PRIORITIES
+from kokan.config import LANGUAGE_CODE, PROACTIVE_EVENT_PATTERN, TICKET_PRIORITIES
 from kokan.errors import InvalidInput
 from tickets.models import AuditEntry, Customer, Interaction, Ticket
 from tickets.services import is_breached
@@ -262,4 +263,63 @@ def delivery_json(row: Any, attempts: list[Any]) -> dict[str, Any]:
             }
             for attempt in attempts
         ],
+    }
+
+
+# ---- proactive messages (tickets.proactive_http) ----
+
+MAX_EVENT_DATA_CHARS = 10_000
+"""An event's data is for a template or two: a few fields, not a document."""
+
+
+class ProactiveEventBody(BaseModel):
+    """An event from another system (an order shipped): the rules for it send their messages."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    type: str = Field(pattern=PROACTIVE_EVENT_PATTERN, max_length=64)
+    id: str = Field(min_length=1, max_length=100, description="the caller's idempotency key")
+    customer_id: int | None = Field(default=None, ge=1)
+    phone: str | None = Field(default=None, min_length=1, max_length=64)
+    data: dict[str, Any] = Field(default_factory=dict)
+    send_at: dt.datetime | None = None
+    language: str | None = Field(default=None, pattern=LANGUAGE_CODE)
+
+    @field_validator("send_at", mode="before")
+    @classmethod
+    def _parse_time(cls, value: Any) -> Any:
+        # strict mode takes no strings for datetimes; JSON has no other way to send one
+        if isinstance(value, str):
+            try:
+                parsed = dt.datetime.fromisoformat(value)
+            except ValueError:
+                raise ValueError("must be an ISO 8601 time like 2026-12-24T10:00+09:00") from None
+            if parsed.tzinfo is None:
+                raise ValueError("needs a time zone offset, like +09:00 or Z")
+            return parsed
+        return value
+
+    @field_validator("data")
+    @classmethod
+    def _small(cls, value: dict[str, Any]) -> dict[str, Any]:
+        if len(json.dumps(value, ensure_ascii=False)) > MAX_EVENT_DATA_CHARS:
+            raise ValueError(f"at most {MAX_EVENT_DATA_CHARS} characters of JSON")
+        return value
+
+
+def scheduled_message_json(row: Any) -> dict[str, Any]:
+    return {
+        "id": row.id,
+        "rule": row.rule,
+        "event": row.event,
+        "customer_id": row.customer_id,
+        "ticket_id": row.ticket_id,
+        "channel": row.channel,
+        "to": row.to_address,
+        "body": row.body,
+        "send_at": _time(row.send_at),
+        "status": row.status,
+        "interaction_id": row.interaction_id,
+        "error": row.error,
+        "created_at": _time(row.created_at),
     }

@@ -479,6 +479,17 @@ def update_ticket(
         subscriptions.emit(session, subscriptions.TICKET_UPDATED, data, now=now)
         if diff.get("status", [None, None])[1] == TicketStatus.SOLVED:
             subscriptions.emit(session, subscriptions.TICKET_SOLVED, data, now=now)
+            from tickets import proactive
+
+            proactive.raise_event(
+                session,
+                settings,
+                proactive.TICKET_SOLVED,
+                customer_id=ticket.customer_id,
+                ticket=ticket,
+                key=f"{proactive.TICKET_SOLVED}:{ticket.id}:{now.isoformat()}",
+                now=now,
+            )
     session.flush()
     return ticket
 
@@ -694,6 +705,9 @@ def set_opt_out(
 
 # ---- inbound messages ----
 
+REPLY_SUFFIX = ":reply"
+"""A reply given in the webhook's TwiML is stored under the inbound MessageSid plus this."""
+
 
 @dataclass(frozen=True)
 class InboundMessage:
@@ -716,6 +730,8 @@ class InboundResult:
     keyword: Keyword | None
     customer_created: bool = False
     ticket_created: bool = False
+    reply: str | None = None
+    """An answer Kokan gives in the webhook's own TwiML (the SMS survey's next question)."""
 
 
 def receive_message(
@@ -731,14 +747,29 @@ def receive_message(
     keyword = keyword_of(message.body)
     existing = find_interaction(session, message.provider, message.provider_message_id)
     if existing is not None:
+        given = find_interaction(
+            session, message.provider, message.provider_message_id + REPLY_SUFFIX
+        )
         return InboundResult(
-            existing.id, existing.customer_id, existing.ticket_id, duplicate=True, keyword=keyword
+            existing.id,
+            existing.customer_id,
+            existing.ticket_id,
+            duplicate=True,
+            keyword=keyword,
+            reply=given.body if given is not None else None,
         )
     now = now or utcnow()
     customer, customer_created = find_or_create_by_phone(session, message.from_e164)
     ticket: Ticket | None
     ticket_created = False
-    if keyword is None:
+    survey = None
+    if keyword is None and message.channel == Channel.SMS:
+        from tickets import sms_survey
+
+        survey = sms_survey.answer(session, settings, message.from_e164, message.body, now)
+    if survey is not None:  # an answer joins the survey's call ticket, opening nothing
+        ticket = session.get(Ticket, survey.ticket_id) if survey.ticket_id else None
+    elif keyword is None:
         subject = subject_from(message.body) or f"{message.channel} from {message.from_e164}"
         ticket, ticket_created = thread(
             session, settings, customer.id, message.channel, subject, now
@@ -771,6 +802,22 @@ def receive_message(
         delivery_status="received",
         at=now,
     )
+    if survey is not None:
+        record_interaction(  # the webhook's TwiML says it; kept so a redelivery says it again
+            session,
+            customer_id=customer.id,
+            ticket=ticket,
+            channel=message.channel,
+            direction=InteractionDirection.OUTBOUND,
+            body=survey.reply,
+            provider=message.provider,
+            provider_message_id=message.provider_message_id + REPLY_SUFFIX,
+            from_address=message.to_address,
+            to_address=message.from_address,
+            author=SYSTEM_ACTOR,
+            delivery_status="accepted",
+            at=now,
+        )
     return InboundResult(
         interaction.id,
         customer.id,
@@ -779,6 +826,7 @@ def receive_message(
         keyword=keyword,
         customer_created=customer_created,
         ticket_created=ticket_created,
+        reply=survey.reply if survey is not None else None,
     )
 
 

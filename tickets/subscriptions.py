@@ -101,11 +101,16 @@ class DeliveryInterrupted(KokanError):
 
 
 def use_redis(connection: redis.Redis | None, settings: OutboundWebhookSettings) -> None:
-    """Let commits in this process enqueue their deliveries at once (the web app and jobs
-    call this; without it, `sweep_deliveries` picks them up)."""
+    """Let commits in this process enqueue their deliveries (and proactive messages) at once
+    (the web app and jobs call this; without it, the periodic sweeps pick them up)."""
     global _redis, _retry_intervals
     _redis = connection
     _retry_intervals = list(settings.retry_intervals_s)
+
+
+def current_redis() -> redis.Redis | None:
+    """The connection `use_redis` registered for after-commit enqueues in this process."""
+    return _redis
 
 
 # ---- emitting events ----

@@ -83,7 +83,8 @@ def messaging() -> Response:
         result.ticket_id,
         f", keyword {result.keyword.value}" if result.keyword else "",
     )
-    return Response(twiml_reply(keyword_reply(config, result.keyword)), content_type=TWIML)
+    answer = result.reply or keyword_reply(config, result.keyword)
+    return Response(twiml_reply(answer), content_type=TWIML)
 
 
 @blueprint.post("/messaging/status")

@@ -41,5 +41,5 @@ if cfg.max_wait_seconds then
   redis.call('ZADD', key(K_MAXWAIT), num(NOW + cfg.max_wait_seconds * 1000), cid)
 end
 count(q, 'joined')
-emit('join', {'call', cid, 'queue', q, 'priority', ARGV[7], 'channel', ARGV[9], 'skills', ARGV[8], 'preferred', pref})
+emit('join', {'call', cid, 'queue', q, 'priority', ARGV[7], 'channel', ARGV[9], 'skills', ARGV[8], 'preferred', pref, 'caller', ARGV[12]})
 return {'OK', redis.call('ZRANK', key(K_WAITING, q), cid) + 1}
