@@ -1,6 +1,10 @@
 """Calls the ACD makes through Twilio's REST API: ring agents for an offer, move a
 waiting caller on (to the agent, to voicemail), stop agent legs no longer needed.
 
+An offer for a call that a SIP media worker holds is not dialed here: it goes to that
+worker's inbox (`acd.sip_handoff`), which rings the agent's SIP URI and bridges the
+audio itself; so do the cancel of an expired offer and the move on at a maximum wait.
+
 Every failure here is caught and turned into an ACD event, never left hanging: an agent
 Kokan cannot ring is handled as an agent who did not answer (the call goes back to the
 head of its place and the agent is paused, so a broken address does not ring forever);
@@ -20,6 +24,7 @@ from acd.errors import CallEnded, NotOffered, UnknownAgent, UnknownCall
 from acd.results import Offer
 from acd.schemas import DEFAULT_RING_TIMEOUT_S, Channel
 from acd.services import AcdService
+from acd.sip_handoff import SipHandoff
 from acd.twilio_legs import QueuedCall, TwilioLegs
 from acd.twilio_twiml import QueueUrls
 from kokan.config import QueueSettings
@@ -50,9 +55,11 @@ class TwilioCalls:
         rest: Callable[[], Client],
         queues: Mapping[str, QueueSettings],
         caller_id: str | None = None,
+        sip: SipHandoff | None = None,
     ) -> None:
         """`rest` builds the client when first needed, so a Kokan without Twilio
-        credentials still starts; `caller_id` overrides the number agents see."""
+        credentials still starts; `caller_id` overrides the number agents see; `sip`
+        finds the SIP worker holding a call (default: on the ACD's own Redis and prefix)."""
         self.acd = acd
         self.legs = legs
         self.urls = urls
@@ -60,6 +67,7 @@ class TwilioCalls:
         self._client: Client | None = None
         self.queues = queues
         self.caller_id = caller_id
+        self.sip = sip if sip is not None else SipHandoff(acd.redis, acd.keys.prefix)
 
     @property
     def rest(self) -> Client:
@@ -74,11 +82,31 @@ class TwilioCalls:
             if offer.channel != Channel.VOICE:
                 log.info("offer on %s is for the agent desktop, not dialed", offer.channel)
                 return
+            worker = self.sip.owner(offer.call_id)
+            if worker is not None:
+                self._to_sip_worker(worker, offer)
+                return
             queued = self.legs.call(offer.call_id)
             for agent_id in offer.agents:
                 self._ring(offer, agent_id, queued)
         finally:
             call_id_var.reset(token)
+
+    def _to_sip_worker(self, worker: str, offer: Offer) -> None:
+        if self.sip.alive(worker):
+            self.sip.send_offer(worker, offer)
+            log.info("offer handed to SIP worker %s, which holds the call", worker)
+            return
+        log.warning("SIP worker %s holding the call is gone; ending the call", worker)
+        try:
+            ended = self.acd.hangup(offer.call_id)
+        except IGNORED_ACD_ERRORS:
+            self.sip.release(offer.call_id)
+            return
+        # forgotten only once ended: a call still in line must never be rung through Twilio
+        self.sip.release(offer.call_id)
+        for next_offer in ended.offers:  # only where routing is not deferred (the router)
+            self.dial(next_offer)
 
     def _ring(self, offer: Offer, agent_id: str, queued: QueuedCall | None) -> None:
         try:
@@ -126,6 +154,8 @@ class TwilioCalls:
         """Send the caller to the hold loop's URL now, which reads the ACD and connects
         them, plays voicemail or says goodbye; False when Twilio refused (the caller has
         gone, or the next loop turn will do it)."""
+        if self.sip.send_max_wait(call_id, ""):
+            return True
         try:
             self.rest.calls(call_id).update(url=self.urls.wait(), method="POST")
         except (TwilioException, TwilioNotConfigured, OSError) as exc:
@@ -135,6 +165,8 @@ class TwilioCalls:
 
     def cancel_legs(self, call_id: str, keep: str | None = None) -> None:
         """Stop ringing (or end) every agent leg of the call but `keep`'s."""
+        if keep is None and self.sip.send_cancel(call_id):
+            return
         for agent_id, leg_sid in self.legs.legs(call_id).items():
             if agent_id == keep:
                 continue

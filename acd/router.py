@@ -6,6 +6,10 @@ freed agent is routed at once, and otherwise runs every TICK_INTERVAL_S for the
 deadlines (ring timeouts, wrap-ups ending, maximum waits, relaxation steps). Several
 routers may run against one Redis: each decision is one atomic script, so an agent is
 never offered twice, whichever router made the offer.
+
+Offers for SIP callers are not dialed here: `TwilioCalls` hands them (and the cancels of
+expired ones) to the SIP worker that holds the caller, through its Redis inbox
+(`acd.sip_handoff`), since only that process owns the caller's media.
 """
 
 from __future__ import annotations

@@ -7,10 +7,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import ParamSpec, TypeVar
 
-from flask import g, request
+from flask import current_app, g, request, session
 
-from admin.models import Role
+from admin.models import Role, User
 from admin.services import user_for_token
+from admin.sign_in import session_stamp
 from kokan.errors import AuthenticationRequired, RoleForbidden
 from kokan.wiring import database
 
@@ -35,15 +36,49 @@ class Principal:
     role: Role
 
 
+SESSION_USER = "uid"
+"""The signed-in user's id in the signed session cookie (the web UI)."""
+SESSION_STAMP = "stamp"
+"""admin.sign_in.session_stamp at sign-in: a password change ends every older session."""
+
+
+class PasswordChangeRequired(RoleForbidden):
+    error_id = "password-change-required"
+
+
+def has_bearer_token() -> bool:
+    """Bearer tokens are not sent by browsers on their own, so they need no CSRF token."""
+    return _bearer_token() is not None
+
+
+def session_user_id() -> int | None:
+    """The signed-in user's id if the request carries a web session (read without a query)."""
+    if current_app.config["SESSION_COOKIE_NAME"] not in request.cookies:
+        return None  # never touch the session of a request without one (webhooks)
+    value = session.get(SESSION_USER)
+    return value if isinstance(value, int) else None
+
+
 def authenticated_principal() -> Principal:
+    """Bearer token first (integrations, scripts); else the web session's signed-in user."""
     token = _bearer_token()
-    if token is None:
-        raise AuthenticationRequired("send Authorization: Bearer <token>")
-    with database().unit_of_work() as session:
-        user = user_for_token(session, token)
-        if user is None:
-            raise AuthenticationRequired("the token is unknown, revoked or its user disabled")
-        return Principal(user_id=user.id, username=user.username, role=Role(user.role))
+    if token is not None:
+        with database().unit_of_work() as db:
+            user = user_for_token(db, token)
+            if user is None:
+                raise AuthenticationRequired("the token is unknown, revoked or its user disabled")
+            return Principal(user_id=user.id, username=user.username, role=Role(user.role))
+    user_id = session_user_id()
+    if user_id is None:
+        raise AuthenticationRequired("sign in, or send Authorization: Bearer <token>")
+    with database().unit_of_work() as db:
+        found = db.get(User, user_id)
+        if found is None or found.disabled or session_stamp(found) != session.get(SESSION_STAMP):
+            session.clear()
+            raise AuthenticationRequired("the session has ended; sign in again")
+        if found.must_change_password:
+            raise PasswordChangeRequired("choose your own password first (/password)")
+        return Principal(user_id=found.id, username=found.username, role=Role(found.role))
 
 
 def require_role(*roles: Role) -> Callable[[Callable[P, R]], Callable[P, R]]:

@@ -78,6 +78,26 @@ SERVICE_LEVEL_FORMULA = (
 )
 """What the reports page shows next to the number (T and S are the report's own)."""
 
+KPI_DEFINITIONS: Mapping[str, str] = {
+    "offered": "Calls that entered a queue, short abandons included.",
+    "answered": "Calls an agent answered.",
+    "abandoned": "Callers who hung up before an answer after waiting S s or more.",
+    "short_abandoned": "Callers who hung up before an answer within S s (mostly misdials).",
+    "average_speed_of_answer_s": "Average wait from joining the queue to the answer, in seconds.",
+    "average_handle_time_s": "Average talk + hold + wrap-up of answered calls that ended, in seconds.",
+    "service_level_pct": "Calls answered within T s as a % (see the service level formula).",
+    "abandon_rate_pct": "Abandoned ÷ (offered - short abandons), as a %.",
+    "occupancy_pct": "Agents' on-call + wrap-up time ÷ (that + available and ringing time), as a %.",
+    "first_contact_resolution_pct": "Answered calls whose customer made no other contact within "
+    "the FCR window, as a % of answered calls of known customers.",
+    "csat_pct": "Survey answers of 4 or 5 on the 1-5 scale, as a % of answers.",
+    "nps": "% promoters (9-10) minus % detractors (0-6) of answers on the 0-10 scale.",
+    "ces": "Average customer effort answer on 1-7, where 7 is very easy.",
+    "surveys": "Calls with at least one survey answer.",
+}
+"""One line per KPI (keyed by the Kpis field) for the page and the API to state; the
+functions below carry the full rule."""
+
 
 class ReportPeriodInvalid(InvalidInput):
     error_id = "report-period-invalid"
@@ -615,6 +635,36 @@ def report(
 ) -> dict[GroupKey, Kpis]:
     """The reports page in one call: the period's KPIs, filtered, broken down `by` a
     dimension (or one group keyed None when `by` is None)."""
+    total, groups = report_with_total(
+        session,
+        start,
+        end,
+        zone,
+        by=by,
+        queue=queue,
+        agent=agent,
+        channel=channel,
+        thresholds=thresholds,
+        now=now,
+    )
+    return groups if by is not None else {None: total}
+
+
+def report_with_total(
+    session: Session,
+    start: dt.datetime,
+    end: dt.datetime,
+    zone: ZoneInfo,
+    *,
+    by: Dimension | None = None,
+    queue: str | None = None,
+    agent: str | None = None,
+    channel: str | None = None,
+    thresholds: Thresholds | None = None,
+    now: dt.datetime | None = None,
+) -> tuple[Kpis, dict[GroupKey, Kpis]]:
+    """The period's total and its breakdown `by` a dimension (empty when None) from one
+    read of the rows: a table's total row must come from the same rows as its groups."""
     limits = thresholds or Thresholds()
     data = load(
         session,
@@ -626,10 +676,10 @@ def report(
         window=limits.fcr_window,
         now=now,
     )
-    if by is None:
-        with_occupancy = queue is None and channel is None
-        return {None: compute(data, start, end, limits, with_occupancy=with_occupancy)}
-    return breakdown(data, by, start, end, zone, limits)
+    with_occupancy = queue is None and channel is None
+    total = compute(data, start, end, limits, with_occupancy=with_occupancy)
+    groups = breakdown(data, by, start, end, zone, limits) if by is not None else {}
+    return total, groups
 
 
 # ---- staffing (acd.staffing) pre-filled from what was measured ----
@@ -644,13 +694,15 @@ class MeasuredDemand:
     average_handle_time_s: float | None
     period_s: float
 
+    def calls_per_interval(self, interval_s: int = STAFFING_INTERVAL_S) -> float:
+        """The period's calls spread evenly over intervals of `interval_s`."""
+        return self.calls * interval_s / self.period_s
+
     def per_interval(self, interval_s: int = STAFFING_INTERVAL_S) -> Demand:
         """The average interval of the period as acd.staffing's Demand (StaffingError
         when nothing was handled, so there is no handle time to plan with)."""
         aht = self.average_handle_time_s or 0.0
-        return Demand(
-            calls=self.calls * interval_s / self.period_s, interval_s=interval_s, aht_s=aht
-        )
+        return Demand(calls=self.calls_per_interval(interval_s), interval_s=interval_s, aht_s=aht)
 
 
 def staffing_inputs(

@@ -71,8 +71,10 @@ class _Call(pj.Call):  # type: ignore[misc]
 
     def onCallState(self, prm: Any) -> None:
         info = self.getInfo()
-        if info.state == pj.PJSIP_INV_STATE_DISCONNECTED:
-            self.events.put(_Event("disconnected", self.leg))
+        if info.state == pj.PJSIP_INV_STATE_CONFIRMED:
+            self.events.put(_Event("confirmed", self.leg))
+        elif info.state == pj.PJSIP_INV_STATE_DISCONNECTED:
+            self.events.put(_Event("disconnected", self.leg, (int(info.lastStatusCode),)))
 
     def onCallMediaState(self, prm: Any) -> None:
         info = self.getInfo()
@@ -168,6 +170,9 @@ class SipEndpoint:
         media.portRange = 2 * s.max_calls
         media.boundAddress = s.host
         media.publicAddress = self.public
+        # no re-INVITE to narrow an answer with several codecs down to one: it restarts the
+        # agent leg's stream, and a phone that sent several copes with any of them
+        account_config.mediaConfig.lockCodecEnabled = False
         nat = account_config.natConfig
         nat.contactRewriteUse = 0
         nat.viaRewriteUse = 0
@@ -293,9 +298,11 @@ class SipEndpoint:
             self._guard(leg, lambda: self.hang_up(leg))
         elif event.kind == "transfer-failed":
             self._guard(leg, lambda: driver.transfer_failed(leg))
+        elif event.kind == "confirmed":
+            self._guard(leg, lambda: driver.confirmed(leg))
         elif event.kind == "disconnected":
             try:
-                self._guard(leg, lambda: driver.disconnected(leg))
+                self._guard(leg, lambda: driver.disconnected(leg, event.data[0]))
             finally:
                 self._release(leg)
 
@@ -304,8 +311,8 @@ class SipEndpoint:
         try:
             work()
         except Exception:
-            session = self.driver.sessions.get(leg) if self.driver and leg else None
-            token = logs.call_id_var.set(session.call_id if session else f"leg-{leg}")
+            call_id = self.driver.call_id_of(leg) if self.driver and leg else None
+            token = logs.call_id_var.set(call_id or f"leg-{leg}")
             try:
                 log.exception("SIP event handling failed; the caller hears the fallback")
                 if leg is not None and self.driver is not None and leg in self._calls:
@@ -380,6 +387,27 @@ class SipEndpoint:
             log.debug("the call's media is already gone")
         del recorder  # destroying the recorder writes the WAV header's final sizes
         gc.collect()
+
+    def dial(self, uri: str) -> str:
+        """An outgoing call (an agent's leg) from the configured address; its events come
+        like an incoming call's, under the returned leg."""
+        if self._account is None:
+            raise RuntimeError("the endpoint is not started")
+        leg = str(next(self._legs))
+        call = _Call(self._account, pj.PJSUA_INVALID_ID, self.events, leg)
+        op = pj.CallOpParam(True)
+        op.opt.audioCount = 1
+        op.opt.videoCount = 0
+        call.makeCall(uri, op)  # a pj.Error (bad URI, no free call slot) reaches the driver
+        self._calls[leg] = call
+        return leg
+
+    def bridge(self, one: str, other: str) -> None:
+        """Each side hears the other through the conference bridge (pjsua disconnects the
+        ports itself when either call ends)."""
+        first, second = self._audio(one), self._audio(other)
+        first.startTransmit(second)
+        second.startTransmit(first)
 
     def transfer(self, leg: str, target: str) -> None:
         op = pj.CallOpParam()

@@ -9,10 +9,17 @@ A turn's audio plays in order; what waits for the caller starts when the last pr
 (a `Listen` starts its timeout, a `Record` its recorder after a beep), as Twilio does.
 State and call-detail events go to Redis exactly as the Twilio driver's do, under the "sip"
 namespace and provider, so the rest of Kokan cannot tell the transports apart.
+
+A queued caller is claimed for this worker before it joins the ACD (`acd.sip_handoff`), so
+the ACD's offers for it come to this worker's inbox, which the loop drains without
+blocking. The worker then rings the agent's SIP URI, bridges the two legs' audio once the
+agent answers, and reports answer, no-answer and the end to the ACD, as the Twilio
+webhooks do for Twilio calls.
 """
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import hashlib
 import json
@@ -25,7 +32,12 @@ from typing import Protocol
 
 import redis
 
+from acd import twilio_twiml as twiml_phrases
+from acd.errors import AlreadyAnswered, CallEnded, NotOffered, UnknownAgent, UnknownCall
+from acd.results import Offer
+from acd.schemas import DEFAULT_RING_TIMEOUT_S
 from acd.services import AcdService
+from acd.sip_handoff import CANCEL, HEARTBEAT_S, MAX_WAIT, OFFER, Message, SipHandoff
 from ivr.call_store import AlsoSend, CallStore
 from ivr.engine import (
     Action,
@@ -68,6 +80,14 @@ OUTCOMES = {
 """Engine outcome kinds that end the call's IVR part, as call-detail outcomes (as Twilio's)."""
 ACD_ABANDONS = frozenset({"abandoned", "short-abandon"})
 """ACD hang-up results that make the call an abandon in its record."""
+ACD_MOVED_ON = (UnknownCall, CallEnded, NotOffered, AlreadyAnswered)
+"""The ACD already settled what we report (the offer expired, another agent answered, the
+caller is gone): nothing to undo, only to stop the agent's leg."""
+QUEUE_VOICEMAIL = "queue-voicemail"
+"""Session mark: the recording under way is the queue's voicemail at the maximum wait."""
+INBOX_POLL_S = 0.05
+"""How often the loop looks for offers: an agent rings within 50 ms of the decision, and a
+4-call worker costs Redis 20 pops a second."""
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +116,14 @@ class Media(Protocol):
 
     def hang_up(self, leg: str) -> None: ...
 
+    def dial(self, uri: str) -> str:
+        """Call `uri` (an agent); returns the new leg, whose events come like a caller's."""
+        ...
+
+    def bridge(self, one: str, other: str) -> None:
+        """Each leg hears the other."""
+        ...
+
 
 KeepVoicemail = Callable[[str, Path, int], None]
 """(call id, WAV file, seconds): hands a finished voicemail to the recording pipeline."""
@@ -107,6 +135,8 @@ class Phase(enum.Enum):
     LISTENING = "listening"
     RECORDING = "recording"
     HOLDING = "holding"
+    CONNECTED = "connected"
+    """Talking to an agent: the two legs' audio is bridged."""
     ENDING = "ending"
     ENDED = "ended"
 
@@ -134,7 +164,28 @@ class Session:
     gone: bool = False
     """The caller has hung up: turns still run (a voicemail is kept), nothing is played."""
     queued: bool = False
+    acd_ended: bool = False
+    """The ACD has been told the call ended (the agent hung up first)."""
+    agent_legs: set[str] = field(default_factory=set)
+    agent_leg: str | None = None
+    """The agent leg that answered."""
     extra: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class AgentLeg:
+    """One agent rung (then talking) for a caller on this worker."""
+
+    leg: str
+    caller_leg: str
+    call_id: str
+    agent_id: str
+    deadline: float | None
+    answered: bool = False
+    media_up: bool = False
+    bridged: bool = False
+    settled: bool = False
+    """The ACD knows how this leg went (answer, no-answer, or it moved on): say nothing more."""
 
 
 def kokan_call_id(sip_call_id: str) -> str:
@@ -166,7 +217,12 @@ class Driver:
         keep_voicemail: KeepVoicemail,
         clock: Callable[[], float],
         acd: AcdService | None = None,
+        handoff: SipHandoff | None = None,
+        worker_id: str = "",
+        ring_timeout: Callable[[str], float] = lambda _queue: DEFAULT_RING_TIMEOUT_S,
     ) -> None:
+        """`handoff` + `worker_id`: where this worker's offers arrive (none: queued callers
+        only hear music); `ring_timeout(queue)`: how long an agent rings."""
         self.engine = engine
         self.store = store
         self.media = media
@@ -177,7 +233,13 @@ class Driver:
         self.keep_voicemail = keep_voicemail
         self.clock = clock
         self.acd = acd
+        self.handoff = handoff
+        self.worker_id = worker_id
+        self.ring_timeout = ring_timeout
         self.sessions: dict[str, Session] = {}
+        self.agents: dict[str, AgentLeg] = {}
+        self._next_poll = 0.0
+        self._next_beat = 0.0
         self.accepting = True
         self.recordings_dir.mkdir(parents=True, exist_ok=True)
 
@@ -219,11 +281,31 @@ class Driver:
             logs.call_id_var.reset(token)
 
     def media_ready(self, leg: str) -> None:
-        session = self.sessions.get(leg)
-        if session is None or session.media_up:
+        agent = self.agents.get(leg)
+        if agent is not None:
+            agent.media_up = True
+            agent.bridged = False  # a re-INVITE restarts the stream: connect it again
+            self._bridge_when_ready(agent)
             return
+        session = self.sessions.get(leg)
+        if session is None:
+            return
+        first = not session.media_up
         session.media_up = True
-        self._perform_when_ready(session)
+        if session.agent_leg in self.agents:
+            bridged = self.agents[session.agent_leg]
+            bridged.bridged = False  # the caller's stream (re)started: connect it (again)
+            self._bridge_when_ready(bridged)
+        elif first:
+            self._perform_when_ready(session)
+
+    def call_id_of(self, leg: str) -> str | None:
+        """The Kokan call a leg belongs to (a caller's, or the caller's an agent leg serves)."""
+        session = self.sessions.get(leg)
+        if session is not None:
+            return session.call_id
+        agent = self.agents.get(leg)
+        return agent.call_id if agent is not None else None
 
     def digit(self, leg: str, key: str) -> None:
         session = self.sessions.get(leg)
@@ -280,9 +362,48 @@ class Driver:
                 self._advance(session, event)
             elif session.phase == Phase.RECORDING:
                 self._finish_recording(session)
+        for agent in list(self.agents.values()):
+            if agent.deadline is not None and now >= agent.deadline and not agent.answered:
+                agent.deadline = None
+                token = logs.call_id_var.set(agent.call_id)
+                try:
+                    log.info("agent %s did not answer in time", agent.agent_id)
+                    self._agent_not_reached(agent)
+                    self.media.hang_up(agent.leg)
+                finally:
+                    logs.call_id_var.reset(token)
+        if self.handoff is not None and now >= self._next_beat:
+            self._next_beat = now + HEARTBEAT_S
+            try:
+                self.handoff.beat(self.worker_id)
+            except Exception:
+                log.exception("could not renew this worker's heartbeat")
+        if self.handoff is not None and now >= self._next_poll:
+            self._next_poll = now + INBOX_POLL_S
+            self._take_messages(self.handoff)
 
-    def disconnected(self, leg: str) -> None:
-        """The call is over (the caller hung up, or our own hang-up completed)."""
+    def confirmed(self, leg: str) -> None:
+        """A call is up; for an agent leg, the agent answered: take the call, bridge."""
+        agent = self.agents.get(leg)
+        if agent is None:
+            return  # a caller's own leg: answered by us, nothing to do
+        token = logs.call_id_var.set(agent.call_id)
+        try:
+            self._agent_answered(agent)
+        finally:
+            logs.call_id_var.reset(token)
+
+    def disconnected(self, leg: str, status: int = 0) -> None:
+        """The call is over (the caller hung up, or our own hang-up completed); `status` is
+        the last SIP status (486 busy, 603 declined, 408/487 not answered...)."""
+        agent = self.agents.pop(leg, None)
+        if agent is not None:
+            token = logs.call_id_var.set(agent.call_id)
+            try:
+                self._agent_gone(agent, status)
+            finally:
+                logs.call_id_var.reset(token)
+            return
         session = self.sessions.get(leg)
         if session is None:
             return
@@ -294,6 +415,8 @@ class Driver:
             session.phase = Phase.ENDED
             session.deadline = None
             self._end_record(session)
+            for agent_leg in list(session.agent_legs):
+                self._drop_agent(agent_leg)  # a ringing agent's leg is cancelled
             log.info("call ended")
         finally:
             self.sessions.pop(leg, None)
@@ -340,6 +463,9 @@ class Driver:
     def shutdown(self) -> None:
         """Stop taking calls and hang up the ones in progress (the adapter pumps events)."""
         self.accepting = False
+        for agent in list(self.agents.values()):
+            # a ringing agent is not to blame: the caller's end (an abandon) frees them
+            self._drop_agent(agent.leg)
         for session in list(self.sessions.values()):
             if session.phase == Phase.RECORDING:
                 self._finish_recording(session)
@@ -347,6 +473,226 @@ class Driver:
                 session.phase = Phase.ENDING
                 session.deadline = None
                 self.media.hang_up(session.leg)
+
+    # -- agents ---------------------------------------------------------------------
+
+    def _take_messages(self, handoff: SipHandoff) -> None:
+        try:
+            messages = handoff.take(self.worker_id)
+        except Exception:
+            log.exception("could not read this worker's offers; the ACD's deadlines cover them")
+            return
+        for message in messages:
+            token = logs.call_id_var.set(message.call_id)
+            try:
+                self._on_message(message)
+            except Exception:
+                log.exception("could not act on the ACD's %s", message.kind)
+            finally:
+                logs.call_id_var.reset(token)
+
+    def _on_message(self, message: Message) -> None:
+        if message.kind == OFFER and message.offer is not None:
+            self._offered(message.offer)
+        elif message.kind == CANCEL:
+            session = self._session_of(message.call_id)
+            for leg in list(session.agent_legs if session else ()):
+                agent = self.agents.get(leg)
+                if agent is not None and not agent.answered:
+                    log.info("the offer to %s expired; stop ringing", agent.agent_id)
+                    self._drop_agent(leg)
+        elif message.kind == MAX_WAIT:
+            self._max_wait(message.call_id)
+
+    def _max_wait(self, call_id: str) -> None:
+        """The longest wait passed and the ACD chose for the caller (as Twilio's hold loop
+        does): a callback is confirmed and the caller let go, voicemail records a
+        message; an overflow to another queue needs nothing here (the music goes on)."""
+        session = self._session_of(call_id)
+        if session is None or not _waiting(session):
+            return
+        call = self._acd().call(call_id)
+        language = session.state.language if session.state else twiml_phrases.FALLBACK_LANGUAGE
+        if call.kind == "callback":
+            log.info("maximum wait reached; the caller will be called back")
+            if self.handoff is not None:
+                self.handoff.release(call_id)  # the callback is dialed by the ACD's dialer
+            text, _locale = twiml_phrases.phrase(language, "callback_confirmed")
+            self._say_then_hang_up(session, Say(text=text, language=language))
+        elif call.state == "ended" and call.result == "voicemail":
+            log.info("maximum wait reached; the caller leaves a voicemail")
+            session.acd_ended = True
+            self.media.stop_audio(session.leg)
+            session.extra.pop("loop", None)
+            session.extra[QUEUE_VOICEMAIL] = "1"
+            session.then = Record(
+                prompts=(), max_length=twiml_phrases.VOICEMAIL_MAX_S, finish_on_key="#"
+            )
+            session.phase = Phase.PROMPTING
+            self.media.play(session.leg, [self.prompts.beep()])
+
+    def _say_then_hang_up(self, session: Session, say: Say) -> None:
+        self.media.stop_audio(session.leg)
+        session.extra.pop("loop", None)
+        session.then = Hangup()
+        session.phase = Phase.PROMPTING
+        self.media.play(session.leg, [self.prompts.audio(say)])
+
+    def _session_of(self, call_id: str) -> Session | None:
+        return next((s for s in self.sessions.values() if s.call_id == call_id), None)
+
+    def _offered(self, offer: Offer) -> None:
+        session = self._session_of(offer.call_id)
+        if session is None or session.gone:
+            # the caller is not here (hung up a moment ago, or this worker restarted):
+            # end the call rather than blame the agents, who go back to work at once
+            log.info("an offer for a call this worker no longer holds; ending it in the ACD")
+            with contextlib.suppress(*ACD_MOVED_ON):
+                self._acd().hangup(offer.call_id)
+            if self.handoff is not None:
+                self.handoff.release(offer.call_id)
+            return
+        if offer.kind != "call" or not _waiting(session):
+            log.info("an offer for a call not waiting any more; handing it back")
+            for agent_id in offer.agents:
+                self._no_answer(offer.call_id, agent_id)
+            return
+        ring_s = self.ring_timeout(offer.queue)
+        for agent_id in offer.agents:
+            self._ring(session, agent_id, ring_s)
+
+    def _ring(self, session: Session, agent_id: str, ring_s: float) -> None:
+        acd = self._acd()
+        try:
+            uri = acd.agent(agent_id).contact.get("sip_uri")
+        except UnknownAgent:
+            uri = None
+        if not uri:
+            log.warning("agent %s has no SIP URI to ring", agent_id)
+            self._no_answer(session.call_id, agent_id)
+            return
+        try:
+            leg = self.media.dial(uri)
+        except Exception:
+            log.exception("could not ring agent %s at %s", agent_id, uri)
+            self._no_answer(session.call_id, agent_id)
+            return
+        self.agents[leg] = AgentLeg(
+            leg, session.leg, session.call_id, agent_id, self.clock() + ring_s
+        )
+        session.agent_legs.add(leg)
+        log.info("ringing agent %s at %s for up to %s s", agent_id, uri, ring_s)
+
+    def _agent_answered(self, agent: AgentLeg) -> None:
+        session = self.sessions.get(agent.caller_leg)
+        if agent.settled or session is None or not _waiting(session):
+            log.info("agent %s picked up after the offer moved on", agent.agent_id)
+            self._drop_agent(agent.leg)
+            return
+        try:
+            answered = self._acd().answer(agent.call_id, agent.agent_id)
+        except ACD_MOVED_ON as exc:
+            log.info("agent %s picked up too late: %s", agent.agent_id, exc.message)
+            self._drop_agent(agent.leg)
+            return
+        agent.answered = agent.settled = True
+        agent.deadline = None
+        session.agent_leg = agent.leg
+        session.phase = Phase.CONNECTED
+        session.extra.pop("loop", None)
+        session.pending = ()  # the hold prompt not played yet (the caller's media not up)
+        for other in list(session.agent_legs - {agent.leg}):
+            self._drop_agent(other)  # ring-all: the others stop ringing
+        self.media.stop_audio(session.leg)
+        log.info("agent %s answered after a %d ms wait", agent.agent_id, answered.wait_ms)
+        identity = self._identity(session)
+        now = utcnow()
+        try:
+            pipe = self.redis.pipeline(transaction=False)
+            cdr.append(pipe, "answered", identity, now)
+            cdr.append(pipe, "outcome", identity, now, outcome=Outcome.ANSWERED.value)
+            pipe.execute()
+        except Exception:
+            log.exception("could not record the answer")
+        self._bridge_when_ready(agent)
+
+    def _bridge_when_ready(self, agent: AgentLeg) -> None:
+        """The agent answered and both legs' media are up: connect them."""
+        session = self.sessions.get(agent.caller_leg)
+        if (
+            not agent.answered
+            or not agent.media_up
+            or agent.bridged
+            or session is None
+            or not session.media_up
+            or session.gone
+        ):
+            return
+        self.media.bridge(session.leg, agent.leg)
+        agent.bridged = True
+        log.info("caller and agent %s bridged", agent.agent_id)
+
+    def _agent_gone(self, agent: AgentLeg, status: int) -> None:
+        session = self.sessions.get(agent.caller_leg)
+        if session is not None:
+            session.agent_legs.discard(agent.leg)
+        if not agent.answered:
+            if not agent.settled:
+                log.info("agent %s did not answer (SIP %s)", agent.agent_id, status)
+                self._agent_not_reached(agent)
+            return
+        if session is None or session.gone:
+            return
+        log.info("agent %s hung up; ending the call", agent.agent_id)
+        session.agent_leg = None
+        self._acd_hangup(session)
+        session.phase = Phase.ENDING
+        self.media.hang_up(session.leg)
+
+    def _agent_not_reached(self, agent: AgentLeg) -> None:
+        """Busy, declined, rang out, unreachable: the call goes back in line (the router
+        offers it to the next agent) and the caller's music goes on."""
+        agent.settled = True
+        self._no_answer(agent.call_id, agent.agent_id)
+
+    def _drop_agent(self, leg: str) -> None:
+        agent = self.agents.get(leg)
+        if agent is not None:
+            agent.settled = True
+            agent.deadline = None
+        self.media.hang_up(leg)
+
+    def _no_answer(self, call_id: str, agent_id: str) -> None:
+        try:
+            self._acd().no_answer(call_id, agent_id)
+        except ACD_MOVED_ON:
+            pass
+        except Exception:
+            log.exception("could not tell the ACD agent %s did not answer", agent_id)
+
+    def _acd(self) -> AcdService:
+        if self.acd is None:
+            raise RuntimeError("an agent leg on a worker without the ACD")
+        return self.acd
+
+    def _acd_hangup(self, session: Session) -> str | None:
+        """End the call in the ACD once: an abandon while waiting, wrap-up once answered."""
+        if session.acd_ended or not session.queued or self.acd is None:
+            return None
+        session.acd_ended = True
+        try:
+            return self.acd.hangup(session.call_id).result
+        except ACD_MOVED_ON:
+            return None
+        except Exception:
+            log.exception("the ACD could not end the call")
+            return None
+        finally:
+            if self.handoff is not None:
+                try:
+                    self.handoff.release(session.call_id)
+                except Exception:
+                    log.exception("could not forget the call's SIP worker")
 
     # -- turns ----------------------------------------------------------------------
 
@@ -458,12 +804,31 @@ class Driver:
         self.media.stop_recording(session.leg)
         seconds = max(0, round(self.clock() - session.recording_started))
         session.deadline = None
+        if session.extra.pop(QUEUE_VOICEMAIL, None):
+            self._keep_queue_voicemail(session, session.recording, seconds)
+            return
         session.phase = Phase.PROMPTING  # until the next turn says otherwise
         self._advance(session, Recorded(url=session.recording.as_uri(), duration=seconds))
 
+    def _keep_queue_voicemail(self, session: Session, path: Path, seconds: int) -> None:
+        """The queue's voicemail is not a flow turn: keep it, record the outcome, hang up."""
+        session.recording = None
+        try:
+            self.keep_voicemail(session.call_id, path, seconds)
+        except Exception:
+            log.exception("could not hand the voicemail %s to the recording pipeline", path)
+        try:
+            identity = self._identity(session)
+            cdr.append(self.redis, "outcome", identity, utcnow(), outcome=Outcome.VOICEMAIL.value)
+        except Exception:
+            log.exception("could not record the voicemail outcome")
+        session.phase = Phase.ENDING
+        if not session.gone:
+            self.media.hang_up(session.leg)
+
     def _hold(self, session: Session, enqueue: Enqueue, prompts: list[Path]) -> None:
         """The call waits in its queue: the ACD knows it (joined after the turn was saved);
-        the caller hears the queue's music. Bridging to an agent is the next slice."""
+        the caller hears the queue's music until an agent's leg is bridged in."""
         session.phase = Phase.HOLDING
         session.then = enqueue
         music = self.hold_music(enqueue.queue)
@@ -495,6 +860,8 @@ class Driver:
             session.queued = True
             if self.acd is not None:
                 try:  # a call the ACD lacks still hears music; the failure is logged
+                    if self.handoff is not None:  # before the join: its offer comes here
+                        self.handoff.claim(turn.state.call_id, self.worker_id)
                     self.acd.join_outcome(turn.state.call_id, outcome, caller=turn.state.caller)
                 except Exception:
                     log.exception("could not queue the call in the ACD")
@@ -523,7 +890,10 @@ class Driver:
             if arrived:
                 cdr.append(pipe, "arrived", identity, now)
             if kind == "queued":
-                cdr.append(pipe, "queued", identity, now, queue=str(outcome["queue"]))
+                survey = state.survey if state is not None else None
+                cdr.append(
+                    pipe, "queued", identity, now, queue=str(outcome["queue"]), survey=survey
+                )
             elif kind in OUTCOMES:
                 cdr.append(pipe, "outcome", identity, now, outcome=OUTCOMES[kind])
 
@@ -539,14 +909,8 @@ class Driver:
         try:
             pipe = self.redis.pipeline(transaction=False)
             cdr.append(pipe, "ended", identity, now)
-            if session.queued and self.acd is not None:
-                try:
-                    ended = self.acd.hangup(session.call_id)
-                except Exception:
-                    log.exception("the ACD could not end the call")
-                    ended = None
-                if ended is not None and ended.result in ACD_ABANDONS:
-                    cdr.append(pipe, "outcome", identity, now, outcome=Outcome.ABANDONED.value)
+            if self._acd_hangup(session) in ACD_ABANDONS:
+                cdr.append(pipe, "outcome", identity, now, outcome=Outcome.ABANDONED.value)
             pipe.execute()
         except Exception:
             log.exception("could not record the end of the call")
@@ -556,6 +920,17 @@ class Driver:
             cdr.append(self.redis, "arrived", self._identity(session), utcnow())
         except Exception:
             log.exception("could not record the call's arrival")
+
+
+def _waiting(session: Session) -> bool:
+    """Queued here and not yet talking: its offers may be rung (even before the caller's
+    media is up, when the hold music has not started yet)."""
+    return (
+        session.queued
+        and not session.gone
+        and session.agent_leg is None
+        and session.phase not in (Phase.ENDING, Phase.ENDED)
+    )
 
 
 def _summary(actions: tuple[Action, ...]) -> str:

@@ -1,15 +1,18 @@
 """One SIP media worker (`kokan sip`): a pjsua2 endpoint walking calls through the engine.
 
 The wiring only: published flows and the clock for the engine, Redis for call state, the
-ACD and call-detail events, the database for flows and voicemails, a prompt cache under
-the data folder. Voicemails are handed to the recording pipeline on a side thread, so
-SQL never holds up the event loop that carries every call's audio.
+ACD (and this worker's inbox for the offers of the callers it holds) and call-detail
+events, the database for flows and voicemails, a prompt cache under the data folder.
+Voicemails are handed to the recording pipeline on a side thread, so SQL never holds up
+the event loop that carries every call's audio.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import signal
+import socket
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -17,7 +20,9 @@ from pathlib import Path
 
 import redis
 
+from acd.schemas import DEFAULT_RING_TIMEOUT_S
 from acd.services import AcdService
+from acd.sip_handoff import SipHandoff
 from ivr.call_store import CallStore
 from ivr.engine import Engine, Environment
 from ivr.http_fetch import fetch_json
@@ -37,10 +42,9 @@ VOICEMAIL_FOLDER = "sip-voicemail"
 VOICEMAIL_THREADS = 1
 """Voicemails are few and each is one insert: one side thread keeps them in order."""
 
-JOIN_ACD = False
-"""Until agents can be bridged over SIP (the next slice), a SIP caller in a queue hears
-the queue's music outside the ACD: `kokan router` rings agents only through Twilio and
-would take the call for a Twilio one."""
+JOIN_ACD = True
+"""Queued SIP callers join the ACD, and its offers come back to this worker to be rung
+and bridged here; off, a queued caller only hears the queue's music."""
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +58,8 @@ class SipWorker:
         self.prompts = PromptCache(data_dir, settings.flows_dir)
         self.endpoint = SipEndpoint(settings.sip)
         self._keeper = ThreadPoolExecutor(VOICEMAIL_THREADS, thread_name_prefix="sip-voicemail")
+        self.worker_id = worker_id(settings)
+        acd = AcdService(client, defer_routing=True) if JOIN_ACD else None
         engine = Engine(PublishedFlows(database), Environment(now=utcnow, fetch_json=fetch_json))
         self.driver = Driver(
             engine=engine,
@@ -67,13 +73,20 @@ class SipWorker:
             recordings_dir=data_dir / VOICEMAIL_FOLDER,
             keep_voicemail=self._keep_voicemail,
             clock=time.monotonic,
-            acd=AcdService(client, defer_routing=True) if JOIN_ACD else None,
+            acd=acd,
+            handoff=SipHandoff(client, acd.keys.prefix) if acd is not None else None,
+            worker_id=self.worker_id,
+            ring_timeout=self._ring_timeout,
         )
         self.endpoint.driver = self.driver
 
     def _hold_music(self, queue: str) -> str | None:
         configured = self.settings.queues.get(queue)
         return configured.hold_music if configured is not None else None
+
+    def _ring_timeout(self, queue: str) -> float:
+        configured = self.settings.queues.get(queue)
+        return configured.ring_timeout_seconds if configured is not None else DEFAULT_RING_TIMEOUT_S
 
     def _keep_voicemail(self, call_id: str, path: Path, seconds: int) -> None:
         self._keeper.submit(self._keep, call_id, path)
@@ -106,10 +119,25 @@ class SipWorker:
     def run(self, stop: threading.Event) -> None:
         self.prepare()
         self.endpoint.start()
+        handoff = self.driver.handoff
         try:
+            if handoff is not None:  # alive before the first call can be offered
+                handoff.beat(self.worker_id)
             self.endpoint.run(stop)
         finally:
             self._keeper.shutdown(wait=True)
+            if handoff is not None:
+                try:  # every call is hung up and ended in the ACD by now
+                    handoff.stopped(self.worker_id)
+                except Exception:
+                    log.exception("could not mark this worker stopped; its heartbeat expires")
+
+
+def worker_id(settings: Settings) -> str:
+    """Names this worker's inbox: unique per process across machines, and readable in
+    Redis (host, SIP port, pid)."""
+    sip = settings.sip
+    return f"{socket.gethostname()}-{sip.public_address or sip.host}-{sip.port}-{os.getpid()}"
 
 
 def run_until_signalled(settings: Settings, database: Database, client: redis.Redis) -> None:

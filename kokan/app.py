@@ -75,7 +75,11 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     from acd import runtime as acd_runtime
     from acd import twilio_runtime as acd_twilio
     from acd.http import blueprint as acd_api
+    from admin import web as web_ui
     from admin.http import blueprint as admin_api
+    from admin.openapi_http import blueprint as openapi_doc
+    from admin.reports_http import blueprint as reports_api
+    from admin.staffing_http import blueprint as staffing_api
     from ivr import runtime as ivr_runtime
     from ivr.http import blueprint as ivr_media
     from kokan.health import blueprint as health
@@ -103,6 +107,10 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     app.register_blueprint(proactive_api)
     app.register_blueprint(acd_api)
     app.register_blueprint(recordings_api)
+    app.register_blueprint(reports_api)
+    app.register_blueprint(staffing_api)
+    app.register_blueprint(openapi_doc)
+    web_ui.init_app(app, settings)
     return app
 
 

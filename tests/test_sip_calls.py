@@ -22,6 +22,7 @@ import redis
 import yaml
 from sqlalchemy import select
 
+from acd.events import EventLog
 from acd.runtime import apply_config
 from acd.services import AcdService
 from ivr.call_store import LOCK_KEY, CallStore
@@ -517,7 +518,11 @@ def test_a_queued_caller_hears_the_queues_music_until_hanging_up(
     wait_for(lambda: the_call(database, redis_client).ended_at is not None, "the call's end")
     call = the_call(database, redis_client)
     assert call.queue == "billing"
-    assert acd.queue("billing").waiting == 0, "not handed to the ACD until SIP agents exist"
+    assert acd.queue("billing").waiting == 0
+    # no agent ever came: the ACD held the call in line until the caller gave up
+    kinds = [e.type for e in EventLog(redis_client).all() if e.get("call") == call.provider_call_id]
+    assert kinds == ["join", "abandon"], kinds
+    wait_for(lambda: the_call(database, redis_client).outcome == "abandoned", "the abandon")
 
 
 def test_sigterm_with_a_call_up_hangs_it_up_and_exits_cleanly(

@@ -1,0 +1,220 @@
+"""The web UI's pages: sign in and out, the first-time password, each role's home.
+
+Server-rendered; every page names the roles it admits (`page_for`), like the API's
+`require_role`. Someone not signed in is sent to the sign-in page and brought back; a
+signed-in user without the role gets a 403 page, never the page.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import ParamSpec
+from urllib.parse import urlsplit
+
+from flask import (
+    Blueprint,
+    g,
+    redirect,
+    render_template,
+    request,
+    session,
+    url_for,
+)
+from flask_babel import gettext as _
+from werkzeug.wrappers import Response
+
+from admin.auth import SESSION_STAMP, SESSION_USER, Principal, session_user_id
+from admin.i18n import LANGUAGES, SESSION_LANGUAGE
+from admin.models import Role, User
+from admin.sign_in import (
+    MIN_PASSWORD_CHARS,
+    PasswordRejected,
+    SignInFailed,
+    SignInLocked,
+    change_password,
+    session_stamp,
+    sign_in,
+)
+from kokan.wiring import database, redis_client
+
+blueprint = Blueprint(
+    "pages",
+    __name__,
+    template_folder="templates",
+    static_folder="static",
+    static_url_path="/static/ui",
+)
+
+P = ParamSpec("P")
+PageView = Callable[P, Response | str | tuple[str, int]]
+
+HOME_BY_ROLE = {
+    Role.ADMIN: "pages.admin_home",
+    Role.SUPERVISOR: "pages.floor",
+    Role.AGENT: "pages.desk",
+}
+"""Where each role lands after signing in."""
+MAX_FIELD_CHARS = 1024
+"""Form fields are names and passwords; anything longer is cut before it reaches a check."""
+
+
+def _signed_in_user() -> User | None:
+    user_id = session_user_id()
+    if user_id is None:
+        return None
+    with database().unit_of_work() as db:
+        user = db.get(User, user_id)
+        if user is None or user.disabled or session_stamp(user) != session.get(SESSION_STAMP):
+            session.clear()
+            return None
+        db.expunge(user)
+        return user
+
+
+def _safe_next(target: str | None) -> str | None:
+    """Only a path on this site: `next=https://evil.example` must not bounce a user away."""
+    if not target:
+        return None
+    parts = urlsplit(target)
+    if parts.scheme or parts.netloc or not target.startswith("/") or target.startswith("//"):
+        return None
+    return target
+
+
+def page_for(*roles: Role) -> Callable[[PageView[P]], PageView[P]]:
+    allowed = set(roles)
+
+    def decorator(view: PageView[P]) -> PageView[P]:
+        @functools.wraps(view)
+        def wrapper(*args: P.args, **kwargs: P.kwargs) -> Response | str | tuple[str, int]:
+            user = _signed_in_user()
+            if user is None:
+                return redirect(url_for("pages.sign_in_page", next=request.full_path.rstrip("?")))
+            if user.must_change_password:
+                return redirect(url_for("pages.password_page"))
+            role = Role(user.role)
+            g.principal = Principal(user_id=user.id, username=user.username, role=role)
+            if role not in allowed:
+                message = _("This page is not for your role.")
+                return render_template("error.html", status=403, message=message), 403
+            return view(*args, **kwargs)
+
+        return wrapper
+
+    return decorator
+
+
+def _field(name: str) -> str:
+    return request.form.get(name, "")[:MAX_FIELD_CHARS]
+
+
+@blueprint.get("/login")
+def sign_in_page() -> str:
+    return render_template("login.html", next=_safe_next(request.args.get("next")))
+
+
+@blueprint.post("/login")
+def sign_in_submit() -> Response | tuple[str, int]:
+    username, password = _field("username"), _field("password")
+    target = _safe_next(request.form.get("next"))
+    try:
+        with database().unit_of_work() as db:
+            user = sign_in(db, redis_client(), username, password)
+            _fresh_session()  # nothing from before signing in rides along (session fixation)
+            session[SESSION_USER] = user.id
+            session[SESSION_STAMP] = session_stamp(user)
+            session.permanent = True
+            must_change = user.must_change_password
+            home = url_for(HOME_BY_ROLE[Role(user.role)])
+    except SignInLocked as exc:
+        message = _(
+            "Too many failed sign-ins for this name. Try again in %(minutes)s minutes.",
+            minutes=exc.retry_after_s // 60 + 1,
+        )
+        return render_template("login.html", error=message, username=username, next=target), 429
+    except SignInFailed:
+        message = _("Wrong username or password.")
+        return render_template("login.html", error=message, username=username, next=target), 401
+    if must_change:
+        return redirect(url_for("pages.password_page"))
+    return redirect(target or home)
+
+
+def _fresh_session() -> None:
+    """Empty the session but for the language the user chose."""
+    language = session.get(SESSION_LANGUAGE)
+    session.clear()
+    if language in LANGUAGES:
+        session[SESSION_LANGUAGE] = language
+
+
+@blueprint.post("/logout")
+def sign_out() -> Response:
+    _fresh_session()
+    return redirect(url_for("pages.sign_in_page"))
+
+
+@blueprint.get("/password")
+def password_page() -> Response | str:
+    user = _signed_in_user()
+    if user is None:
+        return redirect(url_for("pages.sign_in_page"))
+    return render_template("password.html", user=user, min_chars=MIN_PASSWORD_CHARS)
+
+
+@blueprint.post("/password")
+def password_submit() -> Response | tuple[str, int]:
+    user = _signed_in_user()
+    if user is None:
+        return redirect(url_for("pages.sign_in_page"))
+    new, repeated = _field("new_password"), _field("repeat_password")
+    try:
+        if new != repeated:
+            raise PasswordRejected("the two new passwords differ")
+        with database().unit_of_work() as db:
+            stored = db.get(User, user.id)
+            assert stored is not None
+            change_password(db, stored, _field("current_password"), new)
+            session[SESSION_STAMP] = session_stamp(stored)  # this session stays signed in
+            home = url_for(HOME_BY_ROLE[Role(stored.role)])
+    except PasswordRejected as exc:
+        page = render_template(
+            "password.html", user=user, min_chars=MIN_PASSWORD_CHARS, error=_(exc.message)
+        )
+        return page, 400
+    return redirect(home)
+
+
+@blueprint.post("/language")
+def choose_language() -> Response:
+    chosen = request.form.get("language", "")
+    if chosen in LANGUAGES:
+        session[SESSION_LANGUAGE] = chosen
+    return redirect(_safe_next(request.form.get("next")) or url_for("pages.home"))
+
+
+@blueprint.get("/")
+def home() -> Response:
+    user = _signed_in_user()
+    if user is None:
+        return redirect(url_for("pages.sign_in_page"))
+    return redirect(url_for(HOME_BY_ROLE[Role(user.role)]))
+
+
+@blueprint.get("/admin")
+@page_for(Role.ADMIN)
+def admin_home() -> str:
+    return render_template("admin.html")
+
+
+@blueprint.get("/supervisor")
+@page_for(Role.SUPERVISOR, Role.ADMIN)
+def floor() -> str:
+    return render_template("floor.html")
+
+
+@blueprint.get("/agent")
+@page_for(Role.AGENT)
+def desk() -> str:
+    return render_template("desk.html")

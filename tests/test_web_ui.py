@@ -1,0 +1,158 @@
+"""The web UI in a real browser: Debian's chromium driven by Playwright against a live
+`kokan serve` on 127.0.0.1. Screenshots of each page go to test-artifacts/screenshots/."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import Browser, Page, expect, sync_playwright
+
+from tests.conftest import REPO_ROOT, DatabaseFactory, run_kokan, short_tmp_dir
+from tests.test_serve import ONE_TIME_PASSWORD, Served, _start_serve, database_env
+
+SCREENSHOTS = REPO_ROOT / "test-artifacts" / "screenshots"
+"""Kept after the run (and ignored by git), so a person can look at every page."""
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+NEW_PASSWORD = "a long enough passphrase"
+USER_LINE = re.compile(r"one-time password \(shown only now\): (\S+)")
+
+
+def chromium_or_skip() -> str:
+    if Path(CHROMIUM).exists():
+        return CHROMIUM
+    if os.environ.get("CI") == "true":
+        pytest.fail("chromium is missing: ./run test installs Debian's chromium when root")
+    pytest.skip("Debian's chromium is not installed (./run test installs it when root)")
+
+
+@dataclass
+class Ui:
+    """A live Kokan and the one-time passwords of its users."""
+
+    kokan: Served
+    passwords: dict[str, str]
+    ready: set[str] = field(default_factory=set)
+    """Users who chose their own password already (it is NEW_PASSWORD from then on)."""
+
+    @property
+    def base_url(self) -> str:
+        return self.kokan.base_url
+
+
+@pytest.fixture(scope="module")
+def ui(database_factory: DatabaseFactory) -> Iterator[Ui]:
+    """`kokan serve` with its demo admin, and users made with `kokan users create`."""
+    root = short_tmp_dir("kokan-ui-")
+    started: list[Served] = []
+    env = database_env(database_factory)
+    try:
+        kokan = _start_serve(root, env, started)
+        kokan.wait_ready()
+        demo = ONE_TIME_PASSWORD.search(kokan.stdout())
+        assert demo is not None, kokan.stdout()
+        passwords = {"admin": demo.group(1)}
+        cli_env = {**env, "KOKAN_DATA_DIR": str(kokan.data_dir)}
+        for name, role in (("sato", "supervisor"), ("aiko", "agent")):
+            result = run_kokan("users", "create", name, "--role", role, env=cli_env, cwd=root)
+            found = USER_LINE.search(result.stdout)
+            assert found is not None, result.stdout + result.stderr
+            passwords[name] = found.group(1)
+        yield Ui(kokan, passwords)
+    finally:
+        for each in started:
+            each.kill_everything()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    executable = chromium_or_skip()
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=executable, headless=True)
+        try:
+            yield launched
+        finally:
+            launched.close()
+
+
+@pytest.fixture
+def page(browser: Browser) -> Iterator[Page]:
+    context = browser.new_context(locale="en-US", viewport={"width": 1366, "height": 768})
+    try:
+        yield context.new_page()
+    finally:
+        context.close()
+
+
+def shoot(page: Page, name: str) -> None:
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
+
+
+def first_sign_in(page: Page, ui: Ui, name: str, one_time: str) -> None:
+    """Sign in with the one-time password and choose one's own, as a new user does."""
+    page.goto(f"{ui.base_url}/login")
+    shoot(page, "sign-in")
+    page.get_by_label("Username").fill(name)
+    page.get_by_label("Password").fill(one_time)
+    page.get_by_role("button", name="Sign in").click()
+    expect(page.get_by_role("heading", name="Choose your password")).to_be_visible()
+    shoot(page, f"password-{name}")
+    page.get_by_label("Current password").fill(one_time)
+    page.get_by_label("New password", exact=True).fill(NEW_PASSWORD)
+    page.get_by_label("New password again").fill(NEW_PASSWORD)
+    page.get_by_role("button", name="Save password").click()
+    ui.ready.add(name)
+
+
+def sign_in(page: Page, ui: Ui, name: str) -> None:
+    if name not in ui.ready:
+        first_sign_in(page, ui, name, ui.passwords[name])
+        return
+    page.goto(f"{ui.base_url}/login")
+    page.get_by_label("Username").fill(name)
+    page.get_by_label("Password").fill(NEW_PASSWORD)
+    page.get_by_role("button", name="Sign in").click()
+
+
+@pytest.mark.parametrize(
+    ("name", "home", "heading"),
+    [
+        ("admin", "/admin", "Admin"),
+        ("sato", "/supervisor", "Live floor"),
+        ("aiko", "/agent", "My desk"),
+    ],
+)
+def test_each_role_signs_in_chooses_a_password_and_lands_on_its_page(
+    page: Page, ui: Ui, name: str, home: str, heading: str
+) -> None:
+    first_sign_in(page, ui, name, ui.passwords[name])
+    expect(page).to_have_url(f"{ui.base_url}{home}")
+    expect(page.get_by_role("heading", name=heading)).to_be_visible()
+    shoot(page, f"home-{name}")
+    page.get_by_role("button", name="Sign out").click()
+    expect(page.get_by_role("heading", name="Sign in")).to_be_visible()
+
+
+def test_an_agent_cannot_reach_a_supervisors_page(page: Page, ui: Ui) -> None:
+    sign_in(page, ui, "aiko")
+    expect(page.get_by_role("heading", name="My desk")).to_be_visible()
+    answer = page.goto(f"{ui.base_url}/supervisor")
+    assert answer is not None
+    assert answer.status == 403
+    expect(page.get_by_role("alert")).to_contain_text("This page is not for your role.")
+    shoot(page, "forbidden-agent")
+
+
+def test_the_page_switches_to_japanese(page: Page, ui: Ui) -> None:
+    page.goto(f"{ui.base_url}/login")
+    page.get_by_role("button", name="日本語").click()
+    expect(page.get_by_role("heading", name="サインイン")).to_be_visible()
+    assert page.locator("html").get_attribute("lang") == "ja"
+    shoot(page, "sign-in-ja")
