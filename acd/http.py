@@ -17,6 +17,7 @@ from werkzeug.exceptions import RequestEntityTooLarge
 
 from acd import manage
 from acd.agent_users import NoAgentForUser
+from acd.errors import UnknownCall
 from acd.runtime import agent_users, runtime
 from admin.auth import require_role
 from admin.models import Role
@@ -71,14 +72,18 @@ def _body() -> dict[str, Any]:
     return body
 
 
-def _own_agent() -> str:
+class NotYourCall(RoleForbidden):
+    error_id = "acd-not-your-call"
+
+
+def own_agent() -> str:
     """The agent the signed-in user acts as (404 when they are none)."""
     return agent_users().agent_for(g.principal.username)
 
 
 def _is_own(agent_id: str) -> bool:
     try:
-        return _own_agent() == agent_id
+        return own_agent() == agent_id
     except NoAgentForUser:
         return False
 
@@ -152,13 +157,13 @@ def set_agent_status(agent_id: str) -> dict[str, Any]:
 @blueprint.get("/me")
 @require_role(*EVERYONE)
 def show_me() -> dict[str, Any]:
-    return _agent(_own_agent())
+    return _agent(own_agent())
 
 
 @blueprint.post("/me/status")
 @require_role(*EVERYONE)
 def set_my_status() -> dict[str, Any]:
-    view = manage.set_status(runtime(), _own_agent(), _body())
+    view = manage.set_status(runtime(), own_agent(), _body())
     return manage.agent_json(view, agent_users())
 
 
@@ -166,6 +171,16 @@ def set_my_status() -> dict[str, Any]:
 
 
 @blueprint.get("/calls/<call_id>")
-@require_role(*FLOOR)
+@require_role(*EVERYONE)
 def show_call(call_id: str) -> dict[str, Any]:
-    return runtime().service.call(call_id).to_json()
+    """Supervisors see any call; an agent sees the call offered to or taken by them (the
+    screen pop), and no other."""
+    if g.principal.role is not Role.AGENT:
+        return runtime().service.call(call_id).to_json()
+    try:  # an agent learns nothing of other calls, not even whether they exist
+        call = runtime().service.call(call_id)
+    except UnknownCall:
+        call = None
+    if call is None or not any(_is_own(agent) for agent in call.agents):
+        raise NotYourCall("an agent sees only the calls offered to them")
+    return call.to_json()

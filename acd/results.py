@@ -138,6 +138,8 @@ class CallView:
     result: str | None
     callback_number: str | None = None
     """For a callback task: the number the agent's leg dials."""
+    caller: str | None = None
+    """The caller's number as the transport gave it (the agent's screen pop looks it up)."""
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

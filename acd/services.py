@@ -474,4 +474,5 @@ class AcdService:
             answered_ms=int(c["answered"]) if c.get("answered") else None,
             result=c.get("result") or None,
             callback_number=c.get("callback") or None,
+            caller=c.get("caller") or None,
         )

@@ -24,6 +24,9 @@ from flask import (
 from flask_babel import gettext as _
 from werkzeug.wrappers import Response
 
+from acd.agent_users import NoAgentForUser
+from acd.runtime import agent_users
+from admin import kpis
 from admin.auth import SESSION_STAMP, SESSION_USER, Principal, session_user_id
 from admin.i18n import LANGUAGES, SESSION_LANGUAGE
 from admin.models import Role, User
@@ -36,7 +39,7 @@ from admin.sign_in import (
     session_stamp,
     sign_in,
 )
-from kokan.wiring import database, redis_client
+from kokan.wiring import database, redis_client, settings
 
 blueprint = Blueprint(
     "pages",
@@ -208,13 +211,28 @@ def admin_home() -> str:
     return render_template("admin.html")
 
 
+def live_url() -> str:
+    """Where this page's browser reaches `kokan live`: the configured address, or the host
+    the page came from on the live port."""
+    config = settings()
+    if config.live_url:
+        return config.live_url
+    host = urlsplit(f"//{request.host}").hostname or "127.0.0.1"
+    host = f"[{host}]" if ":" in host else host
+    return f"{request.scheme}://{host}:{config.effective_live_port}"
+
+
 @blueprint.get("/supervisor")
 @page_for(Role.SUPERVISOR, Role.ADMIN)
 def floor() -> str:
-    return render_template("floor.html")
+    return render_template("floor.html", live_url=live_url(), sl_formula=kpis.SERVICE_LEVEL_FORMULA)
 
 
 @blueprint.get("/agent")
 @page_for(Role.AGENT)
 def desk() -> str:
-    return render_template("desk.html")
+    try:
+        agent_id: str | None = agent_users().agent_for(g.principal.username)
+    except NoAgentForUser:
+        agent_id = None
+    return render_template("desk.html", agent_id=agent_id, live_url=live_url())

@@ -75,6 +75,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     from acd import runtime as acd_runtime
     from acd import twilio_runtime as acd_twilio
     from acd.http import blueprint as acd_api
+    from acd.live_http import blueprint as acd_live
     from admin import web as web_ui
     from admin.http import blueprint as admin_api
     from admin.openapi_http import blueprint as openapi_doc
@@ -106,6 +107,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     app.register_blueprint(webhook_subscriptions)
     app.register_blueprint(proactive_api)
     app.register_blueprint(acd_api)
+    app.register_blueprint(acd_live)
     app.register_blueprint(recordings_api)
     app.register_blueprint(reports_api)
     app.register_blueprint(staffing_api)

@@ -99,6 +99,23 @@ def web(ctx: click.Context, host: str | None, port: int | None, web_workers: int
 
 
 @cli.command()
+@click.option("--host", default=None)
+@click.option("--live-port", type=int, default=None)
+@click.pass_context
+def live(ctx: click.Context, host: str | None, live_port: int | None) -> None:
+    """Run the pages' live updates (Server-Sent Events) under a threaded gunicorn."""
+    from kokan.serve import live_command
+
+    loaded = _load(ctx, host=host, live_port=live_port)
+    settings = loaded.settings
+    if not settings.redis_url:
+        _fail("redis_url: not set; `kokan live` needs REDIS_URL (only `kokan serve` embeds Redis)")
+    require_migrated(_database(loaded))
+    command = live_command(settings.host, settings.effective_live_port, settings.live_threads)
+    os.execve(command[0], command, dict(os.environ))  # noqa: S606 - become gunicorn
+
+
+@cli.command()
 @click.option("--burst", is_flag=True, help="stop when the queues are empty")
 @click.option("--check", is_flag=True, help="enqueue a self-check and wait for a worker to run it")
 @click.option(

@@ -708,6 +708,11 @@ class OutboundWebhookSettings(BaseModel):
         return value
 
 
+LIVE_THREADS = 64
+"""Each open live page holds one thread of `kokan live` while it waits for events: room
+for a floor of supervisors and agents; raise it (or run more) for a bigger center."""
+
+
 class Settings(BaseModel):
     """All of Kokan's settings; later issues add their own sections here."""
 
@@ -722,6 +727,23 @@ class Settings(BaseModel):
     secret_key: SecretStr | None = None
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     web_workers: Whole = Field(default=2, ge=1, le=64)
+    live_port: Whole | None = Field(
+        default=None,
+        ge=1,
+        le=65535,
+        description="port of `kokan live`, the pages' live updates (default: port + 1)",
+    )
+    live_url: str | None = Field(
+        default=None,
+        description="where pages open live updates, e.g. https://kokan.example.com when a "
+        "proxy sends /api/acd/events there (default: this host on live_port)",
+    )
+    live_threads: Whole = Field(
+        default=LIVE_THREADS,
+        ge=2,
+        le=1024,
+        description="open live pages one `kokan live` serves at once (one thread each)",
+    )
     twilio: TwilioSettings = TwilioSettings()
     flows_dir: Path = Path("flows")
     trust_proxy_hops: int = Field(
@@ -793,7 +815,7 @@ class Settings(BaseModel):
     def _log_level_any_case(cls, value: Any) -> Any:
         return value.strip().upper() if isinstance(value, str) else value
 
-    @field_validator("public_url")
+    @field_validator("public_url", "live_url")
     @classmethod
     def _public_url_is_http(cls, value: str | None) -> str | None:
         if value is None:
@@ -848,6 +870,10 @@ class Settings(BaseModel):
         if configured is None:
             return self.resolved_data_dir / "recordings"
         return configured.expanduser().resolve()
+
+    @property
+    def effective_live_port(self) -> int:
+        return self.live_port or (self.port + 1 if self.port < 65535 else self.port - 1)
 
     @property
     def effective_database_url(self) -> str:

@@ -139,6 +139,7 @@ class Supervisor:
         signal.signal(signal.SIGINT, self.request_stop)
         try:
             check_port_free(settings.host, settings.port)
+            check_port_free(settings.host, settings.effective_live_port)
             database = Database(settings.effective_database_url)
             check_database(database, self.loaded)
             if settings.redis_url:
@@ -244,6 +245,10 @@ class Supervisor:
             Child("router", [sys.executable, "-m", "kokan", "router"]),
             Child("cron", [sys.executable, "-m", "kokan", "cron"]),
             Child("web", web_command(settings.host, settings.port, settings.web_workers)),
+            Child(
+                "live",
+                live_command(settings.host, settings.effective_live_port, settings.live_threads),
+            ),
         ]
         for child in self.children:
             child.start(env)
@@ -274,11 +279,18 @@ class Supervisor:
         return 0
 
 
+LIVE_WORKER_TIMEOUT_S = 60
+"""gthread workers heartbeat from their main thread, so a stream held open longer than this
+is fine; the timeout only catches a worker that stopped altogether."""
+
+
 def _url_host(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
 
 def web_command(host: str, port: int, workers: int) -> list[str]:
+    """Sync workers: every request is short, and a process per request in flight is the
+    fastest way gunicorn serves them (webhooks, the API, the pages)."""
     return [
         sys.executable,
         "-m",
@@ -289,5 +301,29 @@ def web_command(host: str, port: int, workers: int) -> list[str]:
         f"{_url_host(host)}:{port}",
         "--workers",
         str(workers),
+        "kokan.app:create_app()",
+    ]
+
+
+def live_command(host: str, port: int, threads: int) -> list[str]:
+    """The same app for the pages' live updates (Server-Sent Events): each open page holds
+    a thread while it waits, so one threaded process serves them apart from the sync web
+    workers, which a held connection would take out of service."""
+    return [
+        sys.executable,
+        "-m",
+        "gunicorn",
+        "--config",
+        "python:kokan.gunicorn_conf",
+        "--bind",
+        f"{_url_host(host)}:{port}",
+        "--workers",
+        "1",
+        "--worker-class",
+        "gthread",
+        "--threads",
+        str(threads),
+        "--timeout",
+        str(LIVE_WORKER_TIMEOUT_S),
         "kokan.app:create_app()",
     ]

@@ -143,7 +143,11 @@ def test_roles_matrix(api: FlaskClient, tokens: Tokens) -> None:
         answer = getattr(api, method)(path, json=body, headers=tokens[user])
         assert answer.status_code == expected, (user, method, path, answer.get_json())
         if expected == 403:
-            assert answer.get_json()["error_id"] in {"role-forbidden", "acd-not-your-agent"}
+            assert answer.get_json()["error_id"] in {
+                "role-forbidden",
+                "acd-not-your-agent",
+                "acd-not-your-call",
+            }
     # refused changes changed nothing: ben is still there, aiko's config untouched
     agent = api.get("/api/acd/agents/ben", headers=tokens["sue"]).get_json()
     assert agent["status"] == "offline"

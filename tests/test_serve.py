@@ -223,6 +223,7 @@ def _start_serve(
     run = len(started)
     stdout_path, stderr_path = root / f"serve-{run}.out", root / f"serve-{run}.err"
     full_env = clean_environ()
+    full_env["KOKAN_LIVE_PORT"] = str(free_port())  # not port + 1: that one may be taken
     full_env.update(env)
     with stdout_path.open("wb") as stdout, stderr_path.open("wb") as stderr:
         process = subprocess.Popen(
@@ -425,6 +426,7 @@ def test_a_stop_signal_ends_every_process(
     assert any(c.endswith("-m kokan worker") for c in commands), commands
     assert any(c.endswith("-m kokan router") for c in commands), commands
     assert any(c.endswith("-m kokan cron") for c in commands), commands
+    assert any("gthread" in c for c in commands), "the live updates' threaded gunicorn"
     pids = [p.pid for p in tree]
 
     stop(served)

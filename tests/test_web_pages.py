@@ -265,6 +265,6 @@ def test_every_message_of_the_ui_has_a_japanese_translation() -> None:
     po_path = Path(REPO_ROOT / "admin/translations/ja/LC_MESSAGES/messages.po")
     with po_path.open("rb") as handle:
         catalog = read_po(handle, locale="ja")
-    translated = {m.id for m in catalog if m.id and m.string}
+    translated = {m.id for m in catalog if m.id and m.string and not m.fuzzy}
     assert extracted, "no messages found: the extraction is broken"
     assert sorted(extracted - translated) == []

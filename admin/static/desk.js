@@ -1,0 +1,121 @@
+// The agent's desk: their status, and the screen pop the moment a call is offered (who is
+// calling, their open tickets and latest contacts on any channel). The agent's own event
+// stream is the cue; the JSON API gives the facts.
+"use strict";
+
+(() => {
+  const script = document.currentScript;
+  const liveUrl = script.dataset.liveUrl;
+  const csrf = document.querySelector('meta[name="csrf-token"]').content;
+  const statusLine = document.getElementById("my-status");
+  const pop = document.getElementById("screen-pop");
+  const TIMELINE_ITEMS = 10; // enough to see the thread, short enough to read at a glance
+  let wrapUntil = 0;
+  let shownCall = null;
+  let drawing = 0;
+
+  const getJson = async (path) => {
+    const answer = await fetch(path, { credentials: "same-origin" });
+    if (!answer.ok) throw new Error(`${path}: ${answer.status}`);
+    return answer.json();
+  };
+  const item = (parent, text) => {
+    const li = document.createElement("li");
+    li.textContent = text;
+    parent.appendChild(li);
+  };
+
+  async function showStatus() {
+    const me = await getJson("/api/acd/me");
+    statusLine.dataset.status = me.status;
+    wrapUntil = me.status === "wrap-up" ? me.wrap_until_ms : 0;
+    statusLine.textContent = me.reason ? `${me.status} (${me.reason})` : me.status;
+    tick();
+    for (const task of me.tasks || []) await showCall(task);
+  }
+
+  function tick() {
+    if (wrapUntil > Date.now()) {
+      const left = Math.ceil((wrapUntil - Date.now()) / 1000);
+      statusLine.textContent = statusLine.dataset.wrapUp.replace("{seconds}", left);
+    }
+  }
+
+  async function showCall(callId) {
+    // several cues can arrive together (offer, answer, status): only the newest draws
+    const mine = ++drawing;
+    const call = await getJson(`/api/acd/calls/${encodeURIComponent(callId)}`);
+    const number = call.callback_number || call.caller || "";
+    let customer = null;
+    let history = { items: [] };
+    if (number.startsWith("+")) {
+      const found = await getJson(`/api/customers?phone=${encodeURIComponent(number)}`);
+      customer = (found.customers || [])[0] || null;
+      if (customer) {
+        history = await getJson(
+          `/api/customers/${customer.id}/timeline?limit=${TIMELINE_ITEMS}`,
+        );
+      }
+    }
+    if (mine !== drawing) return;
+    shownCall = callId;
+    pop.hidden = false;
+    pop.dataset.call = callId;
+    document.getElementById("pop-state").textContent = `(${call.state}, ${call.queue})`;
+    document.getElementById("pop-caller").textContent = number || "?";
+    document.getElementById("pop-name").textContent = customer
+      ? customer.display_name || `#${customer.id}`
+      : number.startsWith("+") ? script.dataset.unknown : "";
+    const tickets = document.createElement("ul");
+    const timeline = document.createElement("ol");
+    for (const ticket of customer ? customer.tickets : []) {
+      if (["solved", "closed"].includes(ticket.status)) continue;
+      item(tickets, `#${ticket.id} ${ticket.channel} · ${ticket.status} · ${ticket.subject}`);
+    }
+    for (const contact of history.items) {
+      const when = new Date(contact.created_at).toLocaleString();
+      item(timeline, `${when} · ${contact.channel} · ${contact.direction} · ${contact.body}`);
+    }
+    document.getElementById("pop-tickets").replaceChildren(...tickets.childNodes);
+    document.getElementById("pop-timeline").replaceChildren(...timeline.childNodes);
+  }
+
+  function onEvent(message) {
+    const event = JSON.parse(message.data);
+    if (event.type === "offer" || event.type === "answer") {
+      showCall(event.call).catch(() => {});
+    } else if (["no-answer", "abandon", "end"].includes(event.type) && event.call === shownCall) {
+      document.getElementById("pop-state").textContent = `(${event.type})`;
+    }
+    showStatus().catch(() => {});
+  }
+
+  document.getElementById("status-form").addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const form = event.target;
+    const body = { status: event.submitter.value };
+    const reason = new FormData(form).get("reason");
+    if (body.status === "break" && reason) body.reason = reason;
+    const answer = await fetch("/api/acd/me/status", {
+      method: "POST",
+      credentials: "same-origin",
+      headers: { "Content-Type": "application/json", "X-CSRFToken": csrf },
+      body: JSON.stringify(body),
+    });
+    if (!answer.ok) {
+      const problem = await answer.json().catch(() => ({}));
+      alert(problem.message || `HTTP ${answer.status}`);
+    }
+    showStatus().catch(() => {});
+  });
+
+  const stream = new EventSource(`${liveUrl}/api/acd/me/events`, { withCredentials: true });
+  stream.addEventListener("acd", onEvent);
+  stream.addEventListener("open", () => {
+    document.body.dataset.live = "yes";
+  });
+  setInterval(tick, 1000);
+  showStatus().catch((error) => {
+    statusLine.textContent = String(error);
+  });
+})();
