@@ -7,9 +7,10 @@ signed-in user without the role gets a 403 page, never the page.
 
 from __future__ import annotations
 
+import datetime as dt
 import functools
 from collections.abc import Callable
-from typing import ParamSpec
+from typing import Any, ParamSpec
 from urllib.parse import urlsplit
 
 from flask import (
@@ -236,3 +237,53 @@ def desk() -> str:
     except NoAgentForUser:
         agent_id = None
     return render_template("desk.html", agent_id=agent_id, live_url=live_url())
+
+
+REPORT_DEFAULT_DAYS = 7
+"""The reports and staffing pages open on the last week: enough to see a pattern."""
+
+
+def _default_period() -> tuple[str, str]:
+    today = dt.date.today()
+    return (today - dt.timedelta(days=REPORT_DEFAULT_DAYS - 1)).isoformat(), (
+        today + dt.timedelta(days=1)
+    ).isoformat()
+
+
+def kpi_labels() -> dict[str, Any]:
+    """Column names for the reports table, in the page's language."""
+    return {
+        "group": _("Group"),
+        "total": _("Total"),
+        "none": _("(none)"),
+        "kpis": {
+            "offered": _("Offered"),
+            "answered": _("Answered"),
+            "abandoned": _("Abandoned"),
+            "short_abandoned": _("Short abandons"),
+            "average_speed_of_answer_s": _("ASA (s)"),
+            "average_handle_time_s": _("AHT (s)"),
+            "service_level_pct": _("Service level (%)"),
+            "abandon_rate_pct": _("Abandon rate (%)"),
+            "occupancy_pct": _("Occupancy (%)"),
+            "first_contact_resolution_pct": _("First-contact resolution (%)"),
+            "csat_pct": _("CSAT (%)"),
+            "nps": _("NPS"),
+            "ces": _("CES"),
+            "surveys": _("Surveys"),
+        },
+    }
+
+
+@blueprint.get("/supervisor/reports")
+@page_for(Role.SUPERVISOR, Role.ADMIN)
+def reports() -> str:
+    start, end = _default_period()
+    return render_template("reports.html", start=start, end=end, labels=kpi_labels())
+
+
+@blueprint.get("/supervisor/staffing")
+@page_for(Role.SUPERVISOR, Role.ADMIN)
+def staffing() -> str:
+    start, end = _default_period()
+    return render_template("staffing.html", start=start, end=end)

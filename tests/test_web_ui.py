@@ -254,3 +254,38 @@ def test_an_agent_gets_a_screen_pop_with_the_callers_last_sms(page: Page, ui: Ui
     expect(page.locator("#pop-tickets")).to_contain_text("sms")
     expect(page.locator("#my-status")).to_have_text("on-call")
     shoot(page, "desk-screen-pop")
+
+
+def test_a_supervisor_reads_the_reports_and_plans_staff_with_erlang_c(page: Page, ui: Ui) -> None:
+    sign_in(page, ui, "sato")
+    page.get_by_role("link", name="Reports").click()
+    expect(page.get_by_role("heading", name="Reports")).to_be_visible()
+    expect(page.locator("#formula")).to_contain_text("Service level = calls answered within")
+    total = page.locator("#report tbody tr").last
+    expect(total.locator("th")).to_have_text("Total")
+    expect(total.locator('[data-kpi="offered"]')).to_have_text(re.compile(r"^\d+$"))
+    csv_url = page.locator("#csv-link").get_attribute("href")
+    assert csv_url is not None
+    csv = page.request.get(f"{ui.base_url}{csv_url}")
+    assert csv.ok
+    assert csv.headers["content-type"].startswith("text/csv")
+    assert csv.body().startswith("\ufeff".encode())  # Excel reads it as UTF-8
+    shoot(page, "reports")
+
+    page.get_by_role("link", name="Staffing").click()
+    form = page.locator("#staffing-form")
+    for name, value in {
+        "calls_per_interval": "100",  # 100 calls x 180 s per 30 min = 10 erlangs
+        "interval_minutes": "30",
+        "average_handle_time_seconds": "180",
+        "target_service_level_pct": "80",
+        "target_answer_seconds": "20",
+        "max_occupancy_pct": "100",
+        "shrinkage_pct": "0",
+    }.items():
+        form.locator(f'[name="{name}"]').fill(value)
+    form.get_by_role("button", name="Calculate").click()
+    # the textbook case: 10 erlangs at 80/20 need 14 agents
+    expect(page.locator('[data-field="agents_on_phones"]')).to_have_text("14")
+    expect(page.locator('[data-field="service_level_pct"]')).to_have_text("88.84")
+    shoot(page, "staffing")
