@@ -287,3 +287,15 @@ def reports() -> str:
 def staffing() -> str:
     start, end = _default_period()
     return render_template("staffing.html", start=start, end=end)
+
+
+@blueprint.get("/admin/flows")
+@page_for(Role.ADMIN)
+def flows() -> str:
+    return render_template("flows.html")
+
+
+@blueprint.get("/admin/flows/<name>")
+@page_for(Role.ADMIN)
+def flow_editor(name: str) -> str:
+    return render_template("flow_editor.html", name=name)

@@ -161,6 +161,45 @@ class Simulation:
         return list(self.turns[-1].state.path) if self.turns else []
 
 
+@dataclass
+class Transcript:
+    """A scripted call written down, for callers without a terminal (the admin API)."""
+
+    lines: list[str]
+    path: list[str]
+    heard: list[str]
+    outcome: dict[str, Any] | None
+    variables: dict[str, Any]
+    waiting_for: str | None
+    unused_inputs: list[str]
+
+
+def run_scripted(simulation: Simulation, inputs: list[str]) -> Transcript:
+    """Answer each wait with the next input, as `kokan flows simulate --inputs` does; stop
+    when the call ends or the inputs run out, and say which happened."""
+    remaining = list(inputs)
+    lines: list[str] = []
+    turn = simulation.start()
+    while True:
+        for action in turn.actions:
+            lines.extend(describe(action))
+        wanted = waiting_for(turn)
+        if wanted is None or not remaining:
+            break
+        answer = remaining.pop(0)
+        lines.append(f"> {answer}")
+        turn = simulation.answer(parse_input(answer))
+    return Transcript(
+        lines=lines,
+        path=simulation.path,
+        heard=simulation.heard,
+        outcome=turn.state.outcome,
+        variables=dict(turn.state.variables),
+        waiting_for=wanted,
+        unused_inputs=remaining,
+    )
+
+
 def fixed_clock(at: dt.datetime) -> Callable[[], dt.datetime]:
     return lambda: at
 

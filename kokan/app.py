@@ -82,6 +82,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     from admin.reports_http import blueprint as reports_api
     from admin.staffing_http import blueprint as staffing_api
     from ivr import runtime as ivr_runtime
+    from ivr.flows_http import blueprint as flows_api
     from ivr.http import blueprint as ivr_media
     from kokan.health import blueprint as health
     from recording.http import blueprint as recordings_api
@@ -111,6 +112,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     app.register_blueprint(recordings_api)
     app.register_blueprint(reports_api)
     app.register_blueprint(staffing_api)
+    app.register_blueprint(flows_api)
     app.register_blueprint(openapi_doc)
     web_ui.init_app(app, settings)
     return app

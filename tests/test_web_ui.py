@@ -60,6 +60,7 @@ def ui(database_factory: DatabaseFactory) -> Iterator[Ui]:
     root = short_tmp_dir("kokan-ui-")
     started: list[Served] = []
     env = database_env(database_factory)
+    env["KOKAN_FLOWS_DIR"] = str(REPO_ROOT / "flows")  # the example flows, published at start
     try:
         kokan = _start_serve(root, env, started)
         kokan.wait_ready()
@@ -289,3 +290,49 @@ def test_a_supervisor_reads_the_reports_and_plans_staff_with_erlang_c(page: Page
     expect(page.locator('[data-field="agents_on_phones"]')).to_have_text("14")
     expect(page.locator('[data-field="service_level_pct"]')).to_have_text("88.84")
     shoot(page, "staffing")
+
+
+def test_an_admin_breaks_a_flow_sees_the_error_at_its_line_fixes_publishes_and_rolls_back(
+    page: Page, ui: Ui
+) -> None:
+    sign_in(page, ui, "admin")
+    page.get_by_role("link", name="Call flows").first.click()
+    page.get_by_role("link", name="survey", exact=True).click()
+    source = page.locator("#source")
+    expect(source).to_have_value(re.compile(r"start:"))
+    good = source.input_value()
+    first_version = int(page.locator("#versions li").first.get_attribute("data-version") or 0)
+
+    lines = good.split("\n")
+    target = next(i for i, line in enumerate(lines) if re.match(r"\s+next: \S", line))
+    broken = lines.copy()
+    broken[target] = re.sub(r"next: \S+", "next: nowhere-at-all", broken[target])
+    source.fill("\n".join(broken))
+    page.get_by_role("button", name="Check", exact=True).click()
+    problem = page.locator(f'#problems li[data-line="{target + 1}"]')
+    expect(problem).to_contain_text("nowhere-at-all")
+    expect(page.locator("#gutter")).to_contain_text(f"▶{target + 1:>4}")
+    shoot(page, "flow-broken")
+    page.get_by_role("button", name="Publish", exact=True).click()
+    expect(page.locator("#flow-state")).to_contain_text("nothing was stored")  # refused
+    expect(problem).to_be_visible()
+
+    fixed = lines.copy()
+    fixed.append("# checked in the browser")
+    source.fill("\n".join(fixed))
+    page.get_by_role("button", name="Check", exact=True).click()
+    expect(page.locator("#no-problems")).to_be_visible()
+    page.get_by_role("button", name="Diff against the published version").click()
+    expect(page.locator("#diff-text")).to_contain_text("+# checked in the browser")
+    page.locator("#note").fill("a comment")
+    page.get_by_role("button", name="Publish", exact=True).click()
+    expect(page.locator("#flow-state")).to_contain_text(f"Published version {first_version + 1}.")
+    expect(page.locator("#audit")).to_contain_text("flow.published")
+    shoot(page, "flow-published")
+
+    older = page.locator(f'#versions li[data-version="{first_version}"]')
+    older.get_by_role("button", name="Roll back to this version").click()
+    expect(page.locator("#flow-state")).to_contain_text(f"Version {first_version} is active again.")
+    expect(page.locator("#audit")).to_contain_text("flow.rolled_back")
+    expect(source).not_to_have_value(re.compile("checked in the browser"))
+    shoot(page, "flow-rolled-back")
