@@ -299,3 +299,9 @@ def flows() -> str:
 @page_for(Role.ADMIN)
 def flow_editor(name: str) -> str:
     return render_template("flow_editor.html", name=name)
+
+
+@blueprint.get("/supervisor/recordings")
+@page_for(Role.SUPERVISOR, Role.ADMIN)
+def recordings() -> str:
+    return render_template("recordings.html")

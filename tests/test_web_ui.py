@@ -18,9 +18,11 @@ from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from acd.schemas import AgentConfig, QueueConfig
 from acd.services import AcdService
-from kokan.config import TicketsSettings
+from kokan.config import Settings, TicketsSettings
 from kokan.db import Database
+from recording.models import Transcript
 from tests.conftest import REPO_ROOT, DatabaseFactory, run_kokan, short_tmp_dir
+from tests.recording_support import store_recording, tone, wav
 from tests.test_serve import ONE_TIME_PASSWORD, Served, _start_serve, database_env
 from tickets.services import InboundMessage, receive_message
 
@@ -336,3 +338,40 @@ def test_an_admin_breaks_a_flow_sees_the_error_at_its_line_fixes_publishes_and_r
     expect(page.locator("#audit")).to_contain_text("flow.rolled_back")
     expect(source).not_to_have_value(re.compile("checked in the browser"))
     shoot(page, "flow-rolled-back")
+
+
+def test_a_supervisor_finds_a_recording_by_its_words_and_seeks_from_the_transcript(
+    page: Page, ui: Ui
+) -> None:
+    served = Settings(data_dir=ui.kokan.data_dir, database_url=ui.database_url)
+    database = Database(ui.database_url)
+    try:
+        recording_id = store_recording(
+            database, served, wav(tone(4.0)), agent_id="aiko", duration_ms=4000
+        )
+        words = [
+            {"word": w, "start_ms": 1000 * i, "end_ms": 1000 * i + 800, "confidence": 1.0}
+            for i, w in enumerate(["환불", "여섯", "상담원"])
+        ]
+        with database.unit_of_work() as session:
+            session.add(
+                Transcript(
+                    recording_id=recording_id, text="환불 여섯 상담원", words=words, model="m"
+                )
+            )
+    finally:
+        database.dispose()
+    sign_in(page, ui, "sato")
+    page.get_by_role("link", name="Recordings").click()
+    page.get_by_label("Words heard").fill("상담원")
+    page.get_by_role("button", name="Search").click()
+    row = page.locator(f'#recordings tr[data-recording="{recording_id}"]')
+    expect(row).to_contain_text("aiko")
+    row.get_by_role("button").click()
+    expect(page.locator("#transcript .word")).to_have_count(3)
+    audio = page.locator("#audio")
+    page.wait_for_function("document.querySelector('#audio').duration > 3.9")
+    page.locator("#transcript .word", has_text="상담원").click()
+    page.wait_for_function("document.querySelector('#audio').currentTime >= 2.0")
+    assert audio.evaluate("a => a.duration") == pytest.approx(4.0, abs=0.1)
+    shoot(page, "recordings")
