@@ -83,5 +83,14 @@ DYNAMIC_MESSAGES = (
     N_("choose a password other than the current one"),
     N_("a password must not be the username"),
     N_("the two new passwords differ"),
+    N_("new"),
+    N_("open"),
+    N_("pending"),
+    N_("solved"),
+    N_("low"),
+    N_("normal"),
+    N_("high"),
+    N_("urgent"),
 )
-"""Role names and admin.sign_in's refusals, translated where a page shows them."""
+"""Role names, admin.sign_in's refusals, ticket statuses and priorities: translated where a
+page shows them."""

@@ -258,6 +258,26 @@ def test_an_agent_gets_a_screen_pop_with_the_callers_last_sms(page: Page, ui: Ui
     expect(page.locator("#my-status")).to_have_text("on-call")
     shoot(page, "desk-screen-pop")
 
+    # during the call: the ticket's fields, an internal note, a reply on its channel
+    fields = page.locator("#fields-form")
+    fields.get_by_label("Priority").select_option("high")
+    fields.get_by_label("Tags, comma-separated").fill("delivery, A17")
+    fields.get_by_role("button", name="Save fields").click()
+    expect(page.locator("#work-state")).to_have_text("Saved.")
+    page.get_by_label("Internal note (the customer never sees it)").fill("配送業者に確認中")
+    page.get_by_role("button", name="Add note").click()
+    expect(page.locator("#pop-timeline")).to_contain_text("note · internal · 配送業者に確認中")
+    page.get_by_label("Reply to the customer on the ticket's channel").fill("確認してご連絡します")
+    page.get_by_role("button", name="Send reply").click()
+    expect(page.locator("#pop-timeline")).to_contain_text("sms · outbound · 確認してご連絡します")
+    ticket = page.evaluate(
+        "async (id) => (await fetch(`/api/tickets/${id}`)).json()",
+        page.locator("#work-ticket").input_value(),
+    )
+    assert ticket["priority"] == "high"
+    assert ticket["tags"] == ["delivery", "A17"]
+    shoot(page, "desk-ticket-work")
+
 
 def test_a_supervisor_reads_the_reports_and_plans_staff_with_erlang_c(page: Page, ui: Ui) -> None:
     sign_in(page, ui, "sato")

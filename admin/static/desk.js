@@ -78,6 +78,69 @@
     }
     document.getElementById("pop-tickets").replaceChildren(...tickets.childNodes);
     document.getElementById("pop-timeline").replaceChildren(...timeline.childNodes);
+    showTicketWork(customer);
+  }
+
+  // -- working the caller's ticket: fields, internal notes, replies ----------------------
+  const work = document.getElementById("ticket-work");
+  const picker = document.getElementById("work-ticket");
+  const workState = document.getElementById("work-state");
+  let shownCustomer = null;
+
+  function showTicketWork(customer) {
+    shownCustomer = customer;
+    const open = customer ? customer.tickets.filter((t) => t.status !== "closed") : [];
+    work.hidden = open.length === 0;
+    const chosen = picker.value;
+    picker.replaceChildren(
+      ...open.map((ticket) => {
+        const option = document.createElement("option");
+        option.value = ticket.id;
+        option.textContent = `#${ticket.id} ${ticket.channel} · ${ticket.subject}`;
+        return option;
+      }),
+    );
+    if (open.some((ticket) => String(ticket.id) === chosen)) picker.value = chosen;
+    fillFields();
+  }
+
+  function fillFields() {
+    const ticket = shownCustomer && shownCustomer.tickets.find((t) => String(t.id) === picker.value);
+    if (!ticket) return;
+    const form = document.getElementById("fields-form");
+    form.elements.status.value = ticket.status;
+    form.elements.priority.value = ticket.priority;
+  }
+
+  async function send(method, path, body) {
+    const answer = await fetch(path, {
+      method,
+      credentials: "same-origin",
+      headers: { "Content-Type": "application/json", "X-CSRFToken": csrf },
+      body: JSON.stringify(body),
+    });
+    const data = await answer.json().catch(() => ({}));
+    workState.textContent = answer.ok ? script.dataset.saved : data.message || `HTTP ${answer.status}`;
+    if (shownCall) showCall(shownCall).catch(() => {});
+    return answer.ok;
+  }
+
+  picker.addEventListener("change", fillFields);
+  document.getElementById("fields-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    const form = new FormData(event.target);
+    const tags = String(form.get("tags") || "").split(",").map((t) => t.trim()).filter(Boolean);
+    const body = { status: form.get("status"), priority: form.get("priority") };
+    if (tags.length) body.tags = tags;
+    send("PATCH", `/api/tickets/${picker.value}`, body);
+  });
+  for (const [id, path] of [["note-form", "notes"], ["reply-form", "replies"]]) {
+    document.getElementById(id).addEventListener("submit", async (event) => {
+      event.preventDefault();
+      const form = event.target;
+      const text = new FormData(form).get("body");
+      if (await send("POST", `/api/tickets/${picker.value}/${path}`, { body: text })) form.reset();
+    });
   }
 
   function onEvent(message) {
