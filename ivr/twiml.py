@@ -84,10 +84,9 @@ keep their TwiML instead of building the same XML again on the webhook's hot pat
 def render(actions: tuple[Action, ...], step: int, urls: Urls) -> str:
     """TwiML for one turn; `step` goes into every callback URL so replays can be recognised."""
     try:
-        hash(actions)
+        return _render_cached(actions, step, urls)
     except TypeError:  # an action holding a dict (Enqueue's skills) cannot be a cache key
         return _render(actions, step, urls)
-    return _render_cached(actions, step, urls)
 
 
 @functools.lru_cache(maxsize=RENDER_CACHE_SIZE)

@@ -19,7 +19,7 @@ from kokan import logs
 from kokan.config import Settings
 from kokan.db import Database
 from kokan.errors import KokanError
-from kokan.metrics import HTTP_LATENCY, HTTP_REQUESTS
+from kokan.metrics import count_request
 from kokan.redis_conn import connect
 from kokan.secret_key import ensure_secret_key
 from kokan.wiring import Resources, init_app
@@ -132,8 +132,7 @@ def _install_request_hooks(app: Flask) -> None:
         response.headers[REQUEST_ID_HEADER] = g.get("request_id", "-")
         route = request.url_rule.rule if request.url_rule else "unmatched"
         elapsed = time.perf_counter() - g.get("started", time.perf_counter())
-        HTTP_REQUESTS.labels(request.method, route, str(response.status_code)).inc()
-        HTTP_LATENCY.labels(route).observe(elapsed)
+        count_request(request.method, route, response.status_code, elapsed)
         log.info(
             "%s %s %s %.1fms", request.method, request.path, response.status_code, elapsed * 1000
         )

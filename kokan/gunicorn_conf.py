@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 from typing import Any
 
@@ -19,6 +20,13 @@ if os.environ.get("KOKAN_DATA_DIR"):
     control_socket = os.path.join(os.environ["KOKAN_DATA_DIR"], "gunicorn.ctl")
 else:
     control_socket_disable = True
+
+
+def post_worker_init(_worker: Any) -> None:
+    """The app, its modules and caches now live as long as the worker: freeze them out of
+    the cyclic collector. Otherwise every full collection walks all of them (~180k objects,
+    a 100-200 ms pause of the worker) every twenty-odd thousand requests."""
+    gc.freeze()
 
 
 def child_exit(_server: Any, worker: Any) -> None:

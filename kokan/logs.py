@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextvars
 import logging
 import sys
+import time
 from collections.abc import Iterable
 
 request_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
@@ -58,9 +59,29 @@ class SecretFilter(logging.Filter):
 _TRACEBACK_FORMATTER = logging.Formatter()
 
 
+class Formatter(logging.Formatter):
+    """logging.Formatter whose timestamp text is built once per second, not once per line
+    (localtime and strftime on every request's log line); the text is the same."""
+
+    def __init__(self, fmt: str) -> None:
+        super().__init__(fmt)
+        self._second: tuple[int, str] = (-1, "")
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        if datefmt:
+            return super().formatTime(record, datefmt)
+        whole = int(record.created)
+        second, text = self._second
+        if second != whole:
+            text = time.strftime(self.default_time_format, self.converter(whole))
+            self._second = (whole, text)
+        milliseconds = self.default_msec_format
+        return milliseconds % (text, record.msecs) if milliseconds else text
+
+
 def configure(level: str = "INFO", secrets: Iterable[str] = ()) -> None:
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter(LOG_FORMAT))
+    handler.setFormatter(Formatter(LOG_FORMAT))
     handler.addFilter(ContextFilter())
     handler.addFilter(SecretFilter(secrets))
     root = logging.getLogger()

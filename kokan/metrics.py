@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from typing import Any
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -25,6 +26,25 @@ HTTP_LATENCY = Histogram(
     "Time to answer an HTTP request, by route.",
     ["route"],
 )
+
+_RequestChildren = tuple[Any, Any]
+_request_children: dict[tuple[str, str, int], _RequestChildren] = {}
+"""Each (method, route, status)'s counter and latency children, looked up once per process:
+`labels()` takes a lock and builds its key again on every call."""
+
+
+def count_request(method: str, route: str, status: int, seconds: float) -> None:
+    """One answered request in kokan_http_requests_total and its duration by route."""
+    key = (method, route, status)
+    children = _request_children.get(key)
+    if children is None:
+        children = (
+            HTTP_REQUESTS.labels(method, route, str(status)),
+            HTTP_LATENCY.labels(route),
+        )
+        _request_children[key] = children
+    children[0].inc()
+    children[1].observe(seconds)
 
 
 def render() -> tuple[bytes, str]:
