@@ -16,7 +16,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from admin.models import User
-from admin.services import password_hasher, verify_password
+from admin.services import USERNAME_PATTERN, password_hasher, verify_password
 from kokan.errors import AuthenticationRequired, InvalidInput, KokanError
 
 LOCKOUT_FAILURES = 5
@@ -75,10 +75,11 @@ def sign_in(session: Session, client: redis.Redis, username: str, password: str)
             locked,
         )
     user = None
-    if 0 < len(password) <= MAX_PASSWORD_CHARS:
-        user = session.scalar(
-            select(User).where(func.lower(User.username) == username.strip().lower())
-        )
+    name = username.strip()
+    # a name no user can have (a NUL byte, 10 000 characters) is never looked up: it is
+    # simply wrong, and PostgreSQL would refuse the NUL outright
+    if 0 < len(password) <= MAX_PASSWORD_CHARS and USERNAME_PATTERN.fullmatch(name):
+        user = session.scalar(select(User).where(func.lower(User.username) == name.lower()))
     if user is None:
         verify_password(User(password_hash=_DUMMY_HASH), password[:MAX_PASSWORD_CHARS])
     if user is None or user.disabled or not verify_password(user, password):

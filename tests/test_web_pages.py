@@ -192,7 +192,15 @@ def test_repeated_failures_lock_the_name_even_for_the_right_password(
 def test_ugly_credentials_are_refused_plainly(web_app: Flask, database: Database) -> None:
     make_user(database, "mio", Role.AGENT)
     client = web_app.test_client()
-    for name, password in [("", ""), ("mio", "x" * 10_000), ("ミオ", "🌸" * 50), ("mio\x00", "a")]:
+    for name, password in [
+        ("", ""),
+        ("mio", "x" * 10_000),
+        ("ミオ", "🌸" * 50),
+        ("mio\x00", "a"),
+        ("mio", "a\x00"),
+        ("m" * 10_000, "a"),
+        ("mio'; --", "a"),
+    ]:
         answer = sign_in(client, name, password)
         assert answer.status_code == 401, (name, password[:10])
 
