@@ -19,9 +19,6 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import os
-import socket
-import threading
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, cast
 
@@ -36,16 +33,10 @@ from acd.keys import DEFAULT_NAMESPACE, Keys
 from acd.models import AcdAgentState, AcdCall
 from acd.schemas import AgentStatus
 from kokan.db import Database
+from kokan.stream_consumer import RECLAIM_IDLE_MS, Entry, StreamConsumer
 
 GROUP = "acd-history"
 """Its own consumer group: the live floor and other readers keep their own positions."""
-BATCH = 500
-"""Events per read: one SQL transaction each, large enough to amortise it, small enough
-to keep the lock short."""
-BLOCK_MS = 1_000
-"""How long a projector waits for new events before looking for abandoned ones."""
-RECLAIM_IDLE_MS = 30_000
-"""Events read by a projector that died are taken over after this long without an ack."""
 ADVISORY_LOCK_KEY = 0x4B4F4B414E4843
 """PostgreSQL advisory lock ("KOKANHC") held for one batch's transaction: agent state
 intervals are recomputed from committed neighbours, so two batches must not interleave."""
@@ -282,8 +273,11 @@ def apply(connection: Connection, events: Sequence[Event]) -> None:
     _close_wrapups(connection, {*earliest, *wrapping} - {""})
 
 
-class HistoryProjector:
+class HistoryProjector(StreamConsumer):
     """Reads the ACD's event stream through a consumer group and writes the history."""
+
+    group = GROUP
+    what = "ACD history projection"
 
     def __init__(
         self,
@@ -293,58 +287,11 @@ class HistoryProjector:
         consumer: str | None = None,
         reclaim_idle_ms: int = RECLAIM_IDLE_MS,
     ) -> None:
-        self.redis = client
+        super().__init__(client, consumer, reclaim_idle_ms)
         self.database = database
         self.stream = Keys(namespace).events
-        self.consumer = consumer or f"{socket.gethostname()}-{os.getpid()}"
-        self.reclaim_idle_ms = reclaim_idle_ms
-        self._group_ready = False
 
-    def _ensure_group(self) -> None:
-        if self._group_ready:
-            return
-        try:  # from the stream's start: whatever is still in it becomes history
-            self.redis.xgroup_create(self.stream, GROUP, id="0", mkstream=True)
-        except redis.ResponseError as exc:
-            if "BUSYGROUP" not in str(exc):
-                raise
-        self._group_ready = True
-
-    def run_once(self, block_ms: int | None = None) -> int:
-        """Project what is waiting (and what a dead projector left); return how many events."""
-        self._ensure_group()
-        entries: list[tuple[bytes, dict[bytes, bytes] | None]] = []
-        reclaimed = self.redis.xautoclaim(
-            self.stream, GROUP, self.consumer, min_idle_time=self.reclaim_idle_ms, count=BATCH
-        )
-        entries.extend(reclaimed[1])
-        if not entries:
-            answer = self.redis.xreadgroup(
-                GROUP, self.consumer, {self.stream: ">"}, count=BATCH, block=block_ms
-            )
-            for _stream, stream_entries in cast(list[Any], answer or []):
-                entries.extend(stream_entries)
-        if not entries:
-            return 0
+    def handle(self, entries: list[Entry]) -> None:
         events = [decode_entry(entry_id, fields) for entry_id, fields in entries if fields]
         with self.database.engine.begin() as connection:
             apply(connection, events)
-        self.redis.xack(self.stream, GROUP, *[entry_id for entry_id, _fields in entries])
-        return len(entries)
-
-    def drain(self) -> int:
-        """Project until nothing is waiting (tests and `kokan worker --burst`)."""
-        total = 0
-        while True:
-            done = self.run_once(block_ms=None)
-            if done == 0:
-                return total
-            total += done
-
-    def run_forever(self, stop: threading.Event) -> None:
-        while not stop.is_set():
-            try:
-                self.run_once(block_ms=BLOCK_MS)
-            except Exception:
-                log.exception("ACD history projection failed; retrying")
-                stop.wait(1.0)

@@ -288,9 +288,8 @@ def _url_host(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
 
-def web_command(host: str, port: int, workers: int) -> list[str]:
-    """Sync workers: every request is short, and a process per request in flight is the
-    fastest way gunicorn serves them (webhooks, the API, the pages)."""
+def _gunicorn(host: str, port: int, *options: str) -> list[str]:
+    """gunicorn serving Kokan's app with Kokan's settings on host:port."""
     return [
         sys.executable,
         "-m",
@@ -299,24 +298,24 @@ def web_command(host: str, port: int, workers: int) -> list[str]:
         "python:kokan.gunicorn_conf",
         "--bind",
         f"{_url_host(host)}:{port}",
-        "--workers",
-        str(workers),
+        *options,
         "kokan.app:create_app()",
     ]
+
+
+def web_command(host: str, port: int, workers: int) -> list[str]:
+    """Sync workers: every request is short, and a process per request in flight is the
+    fastest way gunicorn serves them (webhooks, the API, the pages)."""
+    return _gunicorn(host, port, "--workers", str(workers))
 
 
 def live_command(host: str, port: int, threads: int) -> list[str]:
     """The same app for the pages' live updates (Server-Sent Events): each open page holds
     a thread while it waits, so one threaded process serves them apart from the sync web
     workers, which a held connection would take out of service."""
-    return [
-        sys.executable,
-        "-m",
-        "gunicorn",
-        "--config",
-        "python:kokan.gunicorn_conf",
-        "--bind",
-        f"{_url_host(host)}:{port}",
+    return _gunicorn(
+        host,
+        port,
         "--workers",
         "1",
         "--worker-class",
@@ -325,5 +324,4 @@ def live_command(host: str, port: int, threads: int) -> list[str]:
         str(threads),
         "--timeout",
         str(LIVE_WORKER_TIMEOUT_S),
-        "kokan.app:create_app()",
-    ]
+    )

@@ -11,9 +11,6 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import os
-import socket
-import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
@@ -26,6 +23,7 @@ from sqlalchemy.engine import Connection
 from kokan import config
 from kokan.config import TicketsSettings
 from kokan.db import Database
+from kokan.stream_consumer import RECLAIM_IDLE_MS, Entry, StreamConsumer
 from tickets.models import Call, new_call_id
 
 STREAM = "kokan:cdr:events"
@@ -33,12 +31,6 @@ STREAM = "kokan:cdr:events"
 GROUP = "cdr-projector"
 STREAM_MAX_LEN = 1_000_000
 """Events are projected within seconds; the cap only bounds memory if every projector is down."""
-BATCH = 500
-"""Events per read: large enough to amortise the SQL transaction, small enough to stay quick."""
-BLOCK_MS = 1_000
-"""How long a projector waits for new events before looking for abandoned ones."""
-RECLAIM_IDLE_MS = 30_000
-"""Events read by a projector that died are taken over after this long without an ack."""
 
 log = logging.getLogger(__name__)
 
@@ -184,8 +176,12 @@ def _decoded(fields: Mapping[Any, Any]) -> dict[str, str]:
     }
 
 
-class CdrProjector:
+class CdrProjector(StreamConsumer):
     """Reads the call event stream through a consumer group and writes the calls table."""
+
+    stream = STREAM
+    group = GROUP
+    what = "call-detail projection"
 
     def __init__(
         self,
@@ -195,45 +191,15 @@ class CdrProjector:
         reclaim_idle_ms: int = RECLAIM_IDLE_MS,
         tickets: TicketsSettings | None = None,
     ) -> None:
-        self.redis = client
+        super().__init__(client, consumer, reclaim_idle_ms)
         self.database = database
-        self.consumer = consumer or f"{socket.gethostname()}-{os.getpid()}"
-        self.reclaim_idle_ms = reclaim_idle_ms
-        self._group_ready = False
         self._tickets = tickets
 
-    def _ensure_group(self) -> None:
-        if self._group_ready:
-            return
-        try:
-            self.redis.xgroup_create(STREAM, GROUP, id="0", mkstream=True)
-        except redis.ResponseError as exc:
-            if "BUSYGROUP" not in str(exc):
-                raise
-        self._group_ready = True
-
-    def run_once(self, block_ms: int | None = None) -> int:
-        """Project what is waiting (and what a dead projector left); return how many events."""
-        self._ensure_group()
-        entries: list[tuple[bytes, dict[bytes, bytes]]] = []
-        reclaimed = self.redis.xautoclaim(
-            STREAM, GROUP, self.consumer, min_idle_time=self.reclaim_idle_ms, count=BATCH
-        )
-        entries.extend(reclaimed[1])
-        if not entries:
-            answer = self.redis.xreadgroup(
-                GROUP, self.consumer, {STREAM: ">"}, count=BATCH, block=block_ms
-            )
-            for _stream, stream_entries in cast(list[Any], answer or []):
-                entries.extend(stream_entries)
-        if not entries:
-            return 0
+    def handle(self, entries: list[Entry]) -> None:
         events = [_decoded(fields) for _id, fields in entries if fields]
         with self.database.engine.begin() as connection:
             apply(connection, events)
         self._calls_to_tickets(events)
-        self.redis.xack(STREAM, GROUP, *[entry_id for entry_id, _fields in entries])
-        return len(entries)
 
     # ---- step 2, apart from the call-detail records: calls become tickets ----
 
@@ -256,20 +222,3 @@ class CdrProjector:
             follow_ups(self.database, self._tickets, calls)
         except Exception:
             log.exception("calls to tickets failed for this batch; call records are kept")
-
-    def drain(self) -> int:
-        """Project until nothing is waiting (tests and `kokan worker --burst`)."""
-        total = 0
-        while True:
-            done = self.run_once(block_ms=None)
-            if done == 0:
-                return total
-            total += done
-
-    def run_forever(self, stop: threading.Event) -> None:
-        while not stop.is_set():
-            try:
-                self.run_once(block_ms=BLOCK_MS)
-            except Exception:
-                log.exception("call-detail projection failed; retrying")
-                stop.wait(1.0)
