@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import ParamSpec, TypeVar
 
 from flask import current_app, g, request, session
+from sqlalchemy.orm import Session
 
 from admin.models import Role, User
 from admin.services import user_for_token
@@ -59,6 +60,19 @@ def session_user_id() -> int | None:
     return value if isinstance(value, int) else None
 
 
+def session_user(db: Session) -> User | None:
+    """The web session's user, if the session is still good: a user since disabled, or one
+    whose password changed after this session signed in, ends it (the cookie is cleared)."""
+    user_id = session_user_id()
+    if user_id is None:
+        return None
+    user = db.get(User, user_id)
+    if user is None or user.disabled or session_stamp(user) != session.get(SESSION_STAMP):
+        session.clear()
+        return None
+    return user
+
+
 def authenticated_principal() -> Principal:
     """Bearer token first (integrations, scripts); else the web session's signed-in user."""
     token = _bearer_token()
@@ -68,13 +82,11 @@ def authenticated_principal() -> Principal:
             if user is None:
                 raise AuthenticationRequired("the token is unknown, revoked or its user disabled")
             return Principal(user_id=user.id, username=user.username, role=Role(user.role))
-    user_id = session_user_id()
-    if user_id is None:
+    if session_user_id() is None:
         raise AuthenticationRequired("sign in, or send Authorization: Bearer <token>")
     with database().unit_of_work() as db:
-        found = db.get(User, user_id)
-        if found is None or found.disabled or session_stamp(found) != session.get(SESSION_STAMP):
-            session.clear()
+        found = session_user(db)
+        if found is None:
             raise AuthenticationRequired("the session has ended; sign in again")
         if found.must_change_password:
             raise PasswordChangeRequired("choose your own password first (/password)")

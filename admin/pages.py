@@ -28,7 +28,7 @@ from werkzeug.wrappers import Response
 from acd.agent_users import NoAgentForUser
 from acd.runtime import agent_users
 from admin import kpis
-from admin.auth import SESSION_STAMP, SESSION_USER, Principal, session_user_id
+from admin.auth import SESSION_STAMP, SESSION_USER, Principal, session_user
 from admin.i18n import LANGUAGES, SESSION_LANGUAGE
 from admin.models import Role, User
 from admin.sign_in import (
@@ -64,15 +64,10 @@ MAX_FIELD_CHARS = 1024
 
 
 def _signed_in_user() -> User | None:
-    user_id = session_user_id()
-    if user_id is None:
-        return None
     with database().unit_of_work() as db:
-        user = db.get(User, user_id)
-        if user is None or user.disabled or session_stamp(user) != session.get(SESSION_STAMP):
-            session.clear()
-            return None
-        db.expunge(user)
+        user = session_user(db)
+        if user is not None:
+            db.expunge(user)
         return user
 
 
