@@ -13,15 +13,18 @@ import logging
 from typing import Any
 
 from flask import Blueprint, Response, g, request
+from sqlalchemy.orm import Session
 from werkzeug.exceptions import RequestEntityTooLarge
 
-from acd import manage
+from acd import browser_phone, manage, wrapups
 from acd.agent_users import NoAgentForUser
 from acd.errors import UnknownCall
 from acd.runtime import agent_users, runtime
 from admin.auth import require_role
 from admin.models import Role
 from kokan.errors import InvalidInput, KokanError, RoleForbidden
+from kokan.wiring import database
+from tickets.services import run_with_retry
 
 MAX_BODY_BYTES = 64 * 1024
 """A queue or an agent is a few hundred bytes of JSON; far more is a mistake or a flood,
@@ -115,6 +118,35 @@ def put_queue(name: str) -> dict[str, Any]:
     return {"name": name, "config": queue.model_dump(mode="json")}
 
 
+@blueprint.get("/queues/<name>/config")
+@require_role(Role.ADMIN)
+def show_queue_config(name: str) -> dict[str, Any]:
+    return manage.queue_config_json(runtime(), name)
+
+
+# -- skills ---------------------------------------------------------------------------
+
+
+@blueprint.get("/skills")
+@require_role(*FLOOR)
+def list_skills() -> dict[str, Any]:
+    return manage.skills_json(runtime())
+
+
+@blueprint.put("/skills/<name>")
+@require_role(Role.ADMIN)
+def put_skill(name: str) -> dict[str, Any]:
+    manage.put_skill(runtime(), name, _body())
+    return manage.skills_json(runtime())
+
+
+@blueprint.delete("/skills/<name>")
+@require_role(Role.ADMIN)
+def delete_skill(name: str) -> Response:
+    manage.remove_skill(runtime(), name)
+    return Response(status=204)
+
+
 # -- agents ---------------------------------------------------------------------------
 
 
@@ -136,6 +168,12 @@ def show_agent(agent_id: str) -> dict[str, Any]:
 def put_agent(agent_id: str) -> dict[str, Any]:
     agent = manage.put_agent(runtime(), agent_id, _body())
     return {"agent_id": agent_id, "config": agent.model_dump(mode="json")}
+
+
+@blueprint.get("/agents/<agent_id>/config")
+@require_role(Role.ADMIN)
+def show_agent_config(agent_id: str) -> dict[str, Any]:
+    return manage.agent_config_json(runtime(), agent_id)
 
 
 @blueprint.delete("/agents/<agent_id>")
@@ -184,3 +222,48 @@ def show_call(call_id: str) -> dict[str, Any]:
     if call is None or not any(_is_own(agent) for agent in call.agents):
         raise NotYourCall("an agent sees only the calls offered to them")
     return call.to_json()
+
+
+def _taken_by(call_id: str) -> str:
+    """The agent who took the call; an agent may name only their own calls."""
+    try:
+        call = runtime().service.call(call_id)
+    except UnknownCall:
+        call = None
+    agents = call.agents if call is not None else ()
+    if g.principal.role is Role.AGENT:
+        mine = [agent for agent in agents if _is_own(agent)]
+        if not mine:
+            raise NotYourCall("an agent codes only the calls they took")
+        return mine[0]
+    if not agents:
+        raise UnknownCall(f"no call {call_id!r} taken by an agent in the last hour")
+    return agents[0]
+
+
+@blueprint.get("/me/voice-token")
+@require_role(Role.AGENT)
+def my_voice_token() -> dict[str, Any]:
+    agent_id = own_agent()
+    view = runtime().service.agent(agent_id)
+    return browser_phone.mint_token(runtime().settings.twilio, agent_id, view.contact)
+
+
+@blueprint.get("/wrapup-codes")
+@require_role(*EVERYONE)
+def list_wrapup_codes() -> dict[str, Any]:
+    return wrapups.codes_json(runtime().settings)
+
+
+@blueprint.post("/calls/<call_id>/wrapup")
+@require_role(*EVERYONE)
+def wrap_up_call(call_id: str) -> dict[str, Any]:
+    body = manage.validated(wrapups.WrapupRequest, _body())
+    agent_id = _taken_by(call_id)
+    config, by = runtime().settings, g.principal.username
+
+    def work(session: Session) -> dict[str, Any]:
+        row = wrapups.record(session, config, call_id, agent_id, body, by)
+        return wrapups.wrapup_json(row, config)
+
+    return run_with_retry(database(), work)  # a double click: the second corrects the first

@@ -61,6 +61,9 @@ RECENT = "recent:"
 """STRING per caller number (suffix: E.164): the agent who last answered them, kept
 RECENT_AGENT_TTL_S, so their next call in a queue with a preferred-agent wait may wait
 for that agent first."""
+SKILLS = "skills"
+"""HASH skill -> description: the skills admins added through the API; `config.yaml`'s
+`skills` are laid over them when read (the file wins for what it names)."""
 WAKE = "wake"
 """LIST the router blocks on: a process that changed the floor but leaves routing to the
 router pushes here, so the decision is made at once instead of at the next tick."""
@@ -137,6 +140,10 @@ class Keys:
     @property
     def events(self) -> str:
         return self.prefix + EVENTS
+
+    @property
+    def skills(self) -> str:
+        return self.prefix + SKILLS
 
     @property
     def wake(self) -> str:

@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from acd import skill_catalog
 from acd.agent_users import AgentUsers
 from acd.errors import AcdInvalidInput, UnknownQueue
 from acd.results import AgentView
@@ -42,18 +43,13 @@ def validated(model: type[_Model], body: Mapping[str, Any]) -> _Model:
         raise AcdInvalidInput.from_validation(exc) from None
 
 
-def _check_skills(skills: Mapping[str, int], catalog: Mapping[str, object]) -> None:
-    unknown = sorted(set(skills) - set(catalog)) if catalog else []
-    if unknown:
-        raise AcdInvalidInput(
-            f"skills: not listed under skills in the configuration: {', '.join(unknown)}",
-            problems=[{"field": "skills", "message": f"unknown skills: {', '.join(unknown)}"}],
-        )
+def _check_skills(rt: AcdRuntime, skills: Mapping[str, int]) -> None:
+    skill_catalog.check_known(skills, skill_catalog.catalog(rt.service, rt.settings))
 
 
 def put_queue(rt: AcdRuntime, name: str, body: Mapping[str, Any]) -> QueueSettings:
     queue = validated(QueueSettings, body)
-    _check_skills(queue.skills, rt.settings.skills)
+    _check_skills(rt, queue.skills)
     try:
         rt.service.put_queue(name, queue)
     except UnknownQueue as exc:
@@ -67,7 +63,7 @@ def put_queue(rt: AcdRuntime, name: str, body: Mapping[str, Any]) -> QueueSettin
 
 def put_agent(rt: AcdRuntime, agent_id: str, body: Mapping[str, Any]) -> AgentSettings:
     agent = validated(AgentSettings, body)
-    _check_skills(agent.skills, rt.settings.skills)
+    _check_skills(rt, agent.skills)
     rt.users.check_free(agent_id, agent.user)
     try:
         rt.service.put_agent(agent_id, agent)
@@ -95,3 +91,41 @@ def set_status(rt: AcdRuntime, agent_id: str, body: Mapping[str, Any]) -> AgentV
 def agent_json(view: AgentView, users: AgentUsers) -> dict[str, Any]:
     """The agent as the API shows it, with the user who acts as them."""
     return {**view.to_json(), "user": users.user_for(view.agent_id)}
+
+
+def queue_config_json(rt: AcdRuntime, name: str) -> dict[str, Any]:
+    """The stored routing, and whether `config.yaml` names the queue (then the file's
+    values come back at the next start, whatever the API changed)."""
+    config = rt.service.queue_config(name)
+    return {
+        "name": name,
+        "config": config.model_dump(mode="json"),
+        "in_config_file": name in rt.settings.queues,
+    }
+
+
+def agent_config_json(rt: AcdRuntime, agent_id: str) -> dict[str, Any]:
+    config = rt.service.agent_config(agent_id)
+    return {
+        "agent_id": agent_id,
+        "config": {**config.model_dump(mode="json"), "user": rt.users.user_for(agent_id)},
+        "in_config_file": agent_id in rt.settings.agents,
+    }
+
+
+def skills_json(rt: AcdRuntime) -> dict[str, Any]:
+    known = skill_catalog.catalog(rt.service, rt.settings)
+    return {
+        "skills": [
+            {"name": name, "description": description, "in_config_file": name in rt.settings.skills}
+            for name, description in known.items()
+        ]
+    }
+
+
+def put_skill(rt: AcdRuntime, name: str, body: Mapping[str, Any]) -> None:
+    skill_catalog.put(rt.service, name, validated(skill_catalog.SkillRequest, body))
+
+
+def remove_skill(rt: AcdRuntime, name: str) -> None:
+    skill_catalog.remove(rt.service, rt.settings, name)

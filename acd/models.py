@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import datetime as dt
 
-from sqlalchemy import Float, Index, String
+from sqlalchemy import Float, Index, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from kokan.db import Base, UTCDateTime
+from kokan.db import Base, UTCDateTime, utcnow
 
 CALL_ID_LENGTH = 128
 """acd.schemas.CALL_ID_PATTERN allows up to 128 characters (SIP Call-IDs are long)."""
@@ -94,3 +94,21 @@ class AcdAgentState(Base):
     started_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
     ended_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
     """None while it is the agent's latest status."""
+
+
+class CallWrapup(Base):
+    """What the agent said the call was, picked from `wrapup_codes` after it (one row a
+    call: picking again corrects it). Kept apart from `acd_calls`, which the history
+    projector fills from the event stream at its own pace."""
+
+    __tablename__ = "call_wrapups"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    call_id: Mapped[str] = mapped_column(String(CALL_ID_LENGTH), unique=True)
+    agent_id: Mapped[str] = mapped_column(String(NAME_LENGTH))
+    code: Mapped[str] = mapped_column(String(NAME_LENGTH), index=True)
+    note: Mapped[str] = mapped_column(Text(), default="")
+    by: Mapped[str] = mapped_column(String(64))
+    """The user who picked it: the agent, or a supervisor correcting it."""
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)

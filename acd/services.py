@@ -451,6 +451,30 @@ class AcdService:
             stats={_text(k): int(v) for k, v in stats.items()},
         )
 
+    def queue_config(self, name: str) -> QueueConfig:
+        """The routing the queue was given, as stored (the file's or the API's)."""
+        name = _checked(_name, name, "queue")
+        stored = self.redis.hget(self.keys.queue(name), "cfg")
+        if stored is None:
+            raise UnknownQueue(f"no queue named {name!r}")
+        return QueueConfig.model_validate_json(stored)
+
+    def agent_config(self, agent_id: str) -> AgentConfig:
+        """The agent as `put_agent` was given it, rebuilt from the state and profile hashes."""
+        view = self.agent(agent_id)
+        weight, order = self.redis.hmget(self.keys.profile(view.agent_id), "weight", "order")
+        return AgentConfig.model_validate(
+            {
+                "name": view.name,
+                "skills": view.skills,
+                "queues": view.queues,
+                "capacity": view.capacity,
+                "weight": int(weight or 1),
+                "order": int(order) if order not in (None, b"", "") else None,
+                **view.contact,
+            }
+        )
+
     def call(self, call_id: str) -> CallView:
         call_id = _checked(_call_id, call_id, "call")
         raw = self.redis.hgetall(self.keys.call(call_id))

@@ -10,23 +10,29 @@ from __future__ import annotations
 import datetime as dt
 import functools
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, ParamSpec
 from urllib.parse import urlsplit
 
 from flask import (
     Blueprint,
+    abort,
     g,
     redirect,
     render_template,
     request,
+    send_file,
     session,
     url_for,
 )
 from flask_babel import gettext as _
 from werkzeug.wrappers import Response
 
+from acd import browser_phone
 from acd.agent_users import NoAgentForUser
-from acd.runtime import agent_users
+from acd.errors import UnknownAgent
+from acd.runtime import acd_service, agent_users
+from acd.strategies import Strategy
 from admin import kpis
 from admin.auth import SESSION_STAMP, SESSION_USER, Principal, session_user
 from admin.i18n import LANGUAGES, SESSION_LANGUAGE
@@ -59,6 +65,12 @@ HOME_BY_ROLE = {
     Role.AGENT: "pages.desk",
 }
 """Where each role lands after signing in."""
+VOICE_SDK = (
+    Path(__file__).parent / "frontend" / "node_modules" / "@twilio" / "voice-sdk" / "dist"
+) / "twilio.min.js"
+"""Installed from admin/frontend/package-lock.json; absent: no browser phone on the desk."""
+VENDOR_MAX_AGE_S = 3600
+"""Browsers may keep the library an hour; a new lock file reaches them within that."""
 MAX_FIELD_CHARS = 1024
 """Form fields are names and passwords; anything longer is cut before it reaches a check."""
 
@@ -231,7 +243,22 @@ def desk() -> str:
         agent_id: str | None = agent_users().agent_for(g.principal.username)
     except NoAgentForUser:
         agent_id = None
-    return render_template("desk.html", agent_id=agent_id, live_url=live_url())
+    phone = False
+    if agent_id is not None and VOICE_SDK.is_file() and browser_phone.configured(settings().twilio):
+        try:
+            phone = bool(acd_service().agent(agent_id).contact.get("twilio_identity"))
+        except UnknownAgent:
+            phone = False
+    return render_template("desk.html", agent_id=agent_id, live_url=live_url(), browser_phone=phone)
+
+
+@blueprint.get("/static/vendor/twilio-voice.js")
+def voice_sdk() -> Response:
+    """Twilio's Voice SDK as npm installed it (./run runs `npm ci`); the library's own code,
+    public, so no role is needed to fetch it."""
+    if not VOICE_SDK.is_file():
+        abort(404)
+    return send_file(VOICE_SDK, mimetype="text/javascript", max_age=VENDOR_MAX_AGE_S)
 
 
 REPORT_DEFAULT_DAYS = 7
@@ -294,6 +321,18 @@ def flows() -> str:
 @page_for(Role.ADMIN)
 def flow_editor(name: str) -> str:
     return render_template("flow_editor.html", name=name)
+
+
+@blueprint.get("/admin/acd")
+@page_for(Role.ADMIN)
+def acd_config() -> str:
+    return render_template("acd_config.html", strategies=[str(each) for each in Strategy])
+
+
+@blueprint.get("/admin/hours")
+@page_for(Role.ADMIN)
+def hours() -> str:
+    return render_template("hours.html")
 
 
 @blueprint.get("/supervisor/recordings")

@@ -6,18 +6,21 @@ nothing); only admins publish and roll back. The rules are in ivr.flow_admin.
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Annotated, Any, TypeVar
 
 from flask import Blueprint, g, request
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sqlalchemy.orm import Session
 
+from acd.runtime import acd_service
 from admin.auth import require_role
 from admin.models import Role
-from ivr import flow_admin
+from ivr import flow_admin, flow_hours
 from ivr.model import LANGUAGE_CODE
 from ivr.publishing import Published
 from ivr.simulator import MAX_TURNS, SIMULATED_CALLED
+from kokan.config import QueueSettings, Settings
 from kokan.errors import InvalidInput
 from kokan.wiring import database, settings
 from tickets.services import run_with_retry
@@ -75,6 +78,17 @@ class SimulateBody(BaseModel):
     http: dict[str, Any] = Field(default_factory=dict, max_length=MAX_HTTP_ANSWERS)
 
 
+def flow_settings() -> Settings:
+    """The configuration the checks see, with the queues admins made through the ACD's API
+    known beside config.yaml's: a flow may hand calls to any queue the ACD routes."""
+    config = settings()
+    made = [name for name in acd_service().queue_names() if name not in config.queues]
+    if not made:
+        return config
+    queues = {**config.queues, **{name: QueueSettings() for name in made}}
+    return config.model_copy(update={"queues": queues})
+
+
 def _body(model: type[M]) -> M:
     data = request.get_json(silent=True)
     if not isinstance(data, dict):
@@ -91,7 +105,7 @@ def _body(model: type[M]) -> M:
 @require_role(*READERS)
 def list_flows() -> dict[str, Any]:
     with database().sessions() as session:
-        return {"flows": flow_admin.list_flows(session, settings())}
+        return {"flows": flow_admin.list_flows(session, flow_settings())}
 
 
 @blueprint.get("/audit")
@@ -108,14 +122,14 @@ def audit() -> dict[str, Any]:
 @require_role(*READERS)
 def show(name: str) -> dict[str, Any]:
     with database().sessions() as session:
-        return flow_admin.show_flow(session, settings(), name)
+        return flow_admin.show_flow(session, flow_settings(), name)
 
 
 @blueprint.get("/<name>/versions/<int:version>")
 @require_role(*READERS)
 def show_version(name: str, version: int) -> dict[str, Any]:
     with database().sessions() as session:
-        return flow_admin.show_version(session, settings(), name, version)
+        return flow_admin.show_version(session, flow_settings(), name, version)
 
 
 @blueprint.post("/<name>/check")
@@ -123,7 +137,7 @@ def show_version(name: str, version: int) -> dict[str, Any]:
 def check(name: str) -> dict[str, Any]:
     body = _body(SourceBody)
     with database().sessions() as session:
-        problems = flow_admin.check_source(session, settings(), name, body.source)
+        problems = flow_admin.check_source(session, flow_settings(), name, body.source)
     return {"ok": not problems, "errors": [flow_admin.problem_json(p) for p in problems]}
 
 
@@ -132,7 +146,7 @@ def check(name: str) -> dict[str, Any]:
 def diff(name: str) -> dict[str, Any]:
     body = _body(SourceBody)
     with database().sessions() as session:
-        return flow_admin.diff_source(session, settings(), name, body.source)
+        return flow_admin.diff_source(session, flow_settings(), name, body.source)
 
 
 @blueprint.post("/<name>/tests")
@@ -140,7 +154,7 @@ def diff(name: str) -> dict[str, Any]:
 def tests(name: str) -> dict[str, Any]:
     body = _body(SourceBody)
     with database().sessions() as session:
-        return flow_admin.run_tests(session, settings(), name, body.source).to_json()
+        return flow_admin.run_tests(session, flow_settings(), name, body.source).to_json()
 
 
 @blueprint.post("/<name>/simulate")
@@ -156,7 +170,7 @@ def simulate(name: str) -> dict[str, Any]:
         http=body.http,
     )
     with database().sessions() as session:
-        return flow_admin.simulate(session, settings(), name, body.source, call)
+        return flow_admin.simulate(session, flow_settings(), name, body.source, call)
 
 
 @blueprint.post("/<name>/publish")
@@ -167,7 +181,13 @@ def publish(name: str) -> tuple[dict[str, Any], int]:
 
     def work(session: Session) -> Published:
         return flow_admin.publish(
-            session, settings(), name, body.source, by, note=body.note, skip_tests=body.skip_tests
+            session,
+            flow_settings(),
+            name,
+            body.source,
+            by,
+            note=body.note,
+            skip_tests=body.skip_tests,
         )
 
     published = run_with_retry(database(), work)  # two admins at once: the second goes next
@@ -179,5 +199,29 @@ def publish(name: str) -> tuple[dict[str, Any], int]:
 def rollback(name: str) -> dict[str, Any]:
     body = _body(RollbackBody)
     with database().unit_of_work() as session:
-        active = flow_admin.rollback(session, settings(), name, body.version, g.principal.username)
+        active = flow_admin.rollback(
+            session, flow_settings(), name, body.version, g.principal.username
+        )
     return {"active_version": active}
+
+
+@blueprint.get("/<name>/hours")
+@require_role(*READERS)
+def show_hours(name: str) -> dict[str, Any]:
+    with database().sessions() as session:
+        return flow_hours.show_hours(session, flow_settings(), name, dt.date.today())
+
+
+@blueprint.put("/<name>/hours/<hours_id>")
+@require_role(*CHANGERS)
+def save_hours(name: str, hours_id: str) -> tuple[dict[str, Any], int]:
+    data = request.get_json(silent=True)
+    if not isinstance(data, dict):
+        raise InvalidInput("send a JSON object with Content-Type: application/json")
+    by = g.principal.username
+
+    def work(session: Session) -> Published:
+        return flow_hours.save_hours(session, flow_settings(), name, hours_id, dict(data), by)
+
+    published = run_with_retry(database(), work)
+    return {"version": published.version, "active_version": published.version}, 201

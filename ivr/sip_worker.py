@@ -29,6 +29,7 @@ from ivr.http_fetch import fetch_json
 from ivr.publishing import PublishedFlows
 from ivr.sip_adapter import SipEndpoint
 from ivr.sip_driver import PROVIDER, Driver
+from ivr.sip_pool import PoolMember, PoolRegistry, PoolReporter
 from ivr.sip_prompts import PromptCache
 from ivr.twiml import APOLOGY
 from kokan import logs
@@ -79,6 +80,21 @@ class SipWorker:
             ring_timeout=self._ring_timeout,
         )
         self.endpoint.driver = self.driver
+        self.pool = PoolReporter(PoolRegistry(client), self.pool_member)
+
+    def pool_member(self) -> PoolMember:
+        """This worker as the pool sees it. Read from the report thread: the sizes of the
+        driver's dicts only, never a pjsua2 object."""
+        sip = self.settings.sip
+        return PoolMember(
+            worker=self.worker_id,
+            host=sip.public_address or sip.host,
+            port=sip.port,
+            capacity=sip.max_calls,
+            # every pjsua call takes a slot: a caller's leg and each agent leg rung for it
+            live_calls=len(self.driver.sessions) + len(self.driver.agents),
+            pid=os.getpid(),
+        )
 
     def _hold_music(self, queue: str) -> str | None:
         configured = self.settings.queues.get(queue)
@@ -123,8 +139,10 @@ class SipWorker:
         try:
             if handoff is not None:  # alive before the first call can be offered
                 handoff.beat(self.worker_id)
+            self.pool.start()
             self.endpoint.run(stop)
         finally:
+            self.pool.stop()
             self._keeper.shutdown(wait=True)
             if handoff is not None:
                 try:  # every call is hung up and ended in the ACD by now

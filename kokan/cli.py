@@ -184,18 +184,104 @@ def cron(ctx: click.Context) -> None:
     scheduler(connect(url)).start()  # type: ignore[no-untyped-call]  # rq ships it untyped
 
 
-@cli.command()
+@cli.group(invoke_without_command=True)
 @click.option("--sip-host", default=None, help="address the SIP endpoint binds to and publishes")
-@click.option("--sip-port", type=int, default=None, help="SIP port (UDP and TCP)")
+@click.option("--sip-port", type=int, default=None, help="SIP port (UDP and TCP); worker i: + i")
+@click.option("--rtp-port", type=int, default=None, help="first RTP port of the (first) worker")
+@click.option(
+    "--workers",
+    type=int,
+    default=None,
+    help="media worker processes to start and supervise (default sip.workers, 1)",
+)
 @click.pass_context
-def sip(ctx: click.Context, sip_host: str | None, sip_port: int | None) -> None:
-    """Run one SIP media worker: answers calls over SIP and walks them through the published
-    flows until SIGTERM or Ctrl-C, then hangs up its calls and stops."""
+def sip(
+    ctx: click.Context,
+    sip_host: str | None,
+    sip_port: int | None,
+    rtp_port: int | None,
+    workers: int | None,
+) -> None:
+    """Run the SIP media worker (or, with --workers N, a supervised pool of N): answers calls
+    over SIP and walks them through the published flows until SIGTERM or Ctrl-C, then hangs
+    up its calls and stops."""
+    if ctx.invoked_subcommand is not None:
+        return
+    overrides = {
+        "sip.host": sip_host,
+        "sip.port": sip_port,
+        "sip.rtp_port": rtp_port,
+        "sip.workers": workers,
+    }
+    loaded = _load(ctx, **overrides)
+    if loaded.settings.sip.workers > 1:
+        from ivr.sip_pool import run_pool_until_signalled
+
+        state: CliState = ctx.ensure_object(CliState)
+        sys.exit(run_pool_until_signalled(loaded.settings.sip, state.config_file))
     from ivr.sip_worker import run_until_signalled
 
-    loaded = _load(ctx, **{"sip.host": sip_host, "sip.port": sip_port})
     client = open_redis(loaded)
     run_until_signalled(loaded.settings, open_migrated_database(loaded), client)
+
+
+@sip.command("kamailio-config")
+@click.option(
+    "--out",
+    "folder",
+    type=click.Path(path_type=Path, file_okay=False),
+    required=True,
+    help="folder for kamailio.cfg, dispatcher.list and Kamailio's pid file, socket, runtime",
+)
+@click.option("--listen-host", default=None, help="Kamailio's SIP address (default sip.host)")
+@click.option("--listen-port", type=int, default=None, help="Kamailio's SIP port (default 5060)")
+@click.option(
+    "--from-pool",
+    is_flag=True,
+    help="dispatch to the workers live in Redis (every machine) instead of the configured layout",
+)
+@click.pass_context
+def sip_kamailio_config(
+    ctx: click.Context,
+    folder: Path,
+    listen_host: str | None,
+    listen_port: int | None,
+    from_pool: bool,
+) -> None:
+    """Write a Kamailio configuration that spreads calls over the SIP worker pool."""
+    from ivr import kamailio
+    from ivr.sip_pool import PoolRegistry, layout
+
+    parent = ctx.parent
+    overrides = (
+        {}
+        if parent is None
+        else {
+            "sip.host": parent.params.get("sip_host"),
+            "sip.port": parent.params.get("sip_port"),
+            "sip.rtp_port": parent.params.get("rtp_port"),
+            "sip.workers": parent.params.get("workers"),
+        }
+    )
+    loaded = _load(ctx, **overrides)
+    sip_settings = loaded.settings.sip
+    port = kamailio.DEFAULT_LISTEN_PORT if listen_port is None else listen_port
+    if not 1 <= port <= 65535:
+        _fail(f"--listen-port: {port} is not a port (1-65535)")
+    if from_pool:
+        destinations = kamailio.from_pool(PoolRegistry(open_redis(loaded)).live())
+    else:
+        slots = layout(sip_settings)
+        if any(slot.port == port for slot in slots):
+            _fail(f"--listen-port: {port} is a worker's SIP port (sip.port, sip.workers)")
+        destinations = kamailio.from_layout(slots, sip_settings)
+    files = kamailio.write(folder, destinations, listen_host or sip_settings.host, port)
+    count = len(destinations)
+    click.echo(
+        f"wrote {files.config} and {files.dispatcher_list} "
+        f"({count} worker{'' if count == 1 else 's'})"
+    )
+    click.echo("run: " + " ".join(kamailio.command(files)))
 
 
 @cli.group()

@@ -47,6 +47,8 @@ WELL_KNOWN_ENV = {
     "REDIS_URL": ("redis_url",),
     "TWILIO_ACCOUNT_SID": ("twilio", "account_sid"),
     "TWILIO_AUTH_TOKEN": ("twilio", "auth_token"),
+    "TWILIO_API_KEY": ("twilio", "api_key_sid"),
+    "TWILIO_API_SECRET": ("twilio", "api_key_secret"),
 }
 """Names that hosting platforms and Twilio's own docs use; accepted beside the KOKAN_ forms."""
 
@@ -103,6 +105,19 @@ class TwilioSettings(BaseModel):
         default=None,
         pattern=r"^\+[1-9][0-9]{6,14}$",
         description="the number agents' phones and callbacks see; default: the number called",
+    )
+    api_key_sid: str | None = Field(
+        default=None,
+        pattern=r"^SK[0-9a-fA-F]{32}$",
+        description="an API key (SK…) for minting the browser phone's access tokens",
+    )
+    api_key_secret: SecretStr | None = Field(
+        default=None, description="that key's secret: set it in the environment"
+    )
+    twiml_app_sid: str | None = Field(
+        default=None,
+        pattern=r"^AP[0-9a-fA-F]{32}$",
+        description="TwiML app (AP…) the browser phone's outgoing calls use; unset: incoming only",
     )
 
     @field_validator("api_base")
@@ -593,6 +608,10 @@ SIP_DEFAULT_CODECS = ("PCMU/8000", "PCMA/8000")
 """G.711 first: every phone and trunk speaks it; pjsua would otherwise offer speex first."""
 SIP_MAX_CALLS = 4
 """pjsua2-python 2.15.1's wheel is compiled with PJSUA_MAX_CALLS = 4; more is clamped."""
+SIP_MAX_WORKERS = 256
+"""Far above what one machine's cores carry (a worker is ~30 MB and a share of a core); a
+bigger number is a typo, not a plan."""
+SIP_HIGHEST_PORT = 65535
 
 
 class SipSettings(BaseModel):
@@ -620,6 +639,42 @@ class SipSettings(BaseModel):
         min_length=1,
         description="codecs offered, in order (pjsua names: PCMU/8000, PCMA/8000, G722/16000)",
     )
+    workers: Whole = Field(
+        default=1,
+        ge=1,
+        le=SIP_MAX_WORKERS,
+        description=(
+            "media worker processes `kokan sip` starts; worker i listens on port + i and "
+            "takes its 2 x max_calls RTP ports from rtp_port + i x 2 x max_calls"
+        ),
+    )
+
+    @property
+    def rtp_ports_per_worker(self) -> int:
+        """pjsua binds an RTP and an RTCP port for each call it may hold."""
+        return 2 * self.max_calls
+
+    @model_validator(mode="after")
+    def _pool_fits_the_port_space(self) -> SipSettings:
+        last_sip = self.port + self.workers - 1
+        rtp_end = self.rtp_port + self.workers * self.rtp_ports_per_worker  # one past the last
+        if last_sip > SIP_HIGHEST_PORT:
+            raise ValueError(
+                f"{self.workers} workers from SIP port {self.port} need ports up to {last_sip}, "
+                f"above {SIP_HIGHEST_PORT} (sip.port, sip.workers)"
+            )
+        if rtp_end - 1 > SIP_HIGHEST_PORT:
+            raise ValueError(
+                f"{self.workers} workers x {self.rtp_ports_per_worker} RTP ports from "
+                f"{self.rtp_port} need ports up to {rtp_end - 1}, above {SIP_HIGHEST_PORT} "
+                "(sip.rtp_port, sip.workers)"
+            )
+        if self.port < rtp_end and self.rtp_port <= last_sip:
+            raise ValueError(
+                f"SIP ports {self.port}-{last_sip} overlap the RTP ports "
+                f"{self.rtp_port}-{rtp_end - 1} (sip.port, sip.rtp_port, sip.workers)"
+            )
+        return self
 
 
 INTAKE_SECRET_MIN_CHARS = 16
@@ -708,6 +763,8 @@ class OutboundWebhookSettings(BaseModel):
         return value
 
 
+WRAPUP_LABEL_MAX_CHARS = 80
+"""A label in the desk's list ("折り返し必要 / follow-up needed"), not a sentence."""
 LIVE_THREADS = 64
 """Each open live page holds one thread of `kokan live` while it waits for events: room
 for a floor of supervisors and agents; raise it (or run more) for a bigger center."""
@@ -758,6 +815,11 @@ class Settings(BaseModel):
     )
     queues: dict[str, QueueSettings] = Field(default_factory=dict)
     agents: dict[str, AgentSettings] = Field(default_factory=dict)
+    wrapup_codes: dict[str, str] = Field(
+        default_factory=dict,
+        description="code -> label an agent picks after a call (what it was about, how it "
+        "ended); none listed: the desk asks for none",
+    )
     ivr: IvrSettings = IvrSettings()
     recording: RecordingSettings = RecordingSettings()
     tickets: TicketsSettings = TicketsSettings()
@@ -770,6 +832,15 @@ class Settings(BaseModel):
     @classmethod
     def _skill_names(cls, value: dict[str, str | None]) -> dict[str, str | None]:
         _check_names("skill", list(value))
+        return value
+
+    @field_validator("wrapup_codes")
+    @classmethod
+    def _wrapup_codes(cls, value: dict[str, str]) -> dict[str, str]:
+        _check_names("wrap-up code", list(value))
+        for code, label in value.items():
+            if not label.strip() or len(label) > WRAPUP_LABEL_MAX_CHARS:
+                raise ValueError(f"{code}: a label is 1 to {WRAPUP_LABEL_MAX_CHARS} characters")
         return value
 
     @field_validator("queues")

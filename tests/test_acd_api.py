@@ -7,13 +7,16 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import jwt
 import pytest
 import redis
 from flask import Flask
 from flask.testing import FlaskClient
 from pydantic import SecretStr
+from sqlalchemy import select
 
 from acd import runtime as acd_runtime
+from acd.models import CallWrapup
 from acd.services import AcdService
 from admin.services import create_user, issue_token
 from kokan.app import create_app
@@ -547,3 +550,255 @@ def test_bad_agent_ids_are_refused(
     )
     assert status.status_code == 400
     assert service_of(acd_app).agent_ids() == []
+
+
+# -- the admin's config page reads back what it wrote, and the skill catalog --
+
+
+def test_queue_and_agent_config_read_back_what_was_put(api: FlaskClient, tokens: Tokens) -> None:
+    admin = tokens["root"]
+    seed(api, admin)
+    overflow = {
+        "skills": {"billing": 2},
+        "max_wait_seconds": 90,
+        "on_max_wait": {"action": "overflow", "queue": "sales"},
+        "autopause": False,
+    }
+    assert api.put("/api/acd/queues/billing", json=overflow, headers=admin).status_code == 200
+    shown = api.get("/api/acd/queues/billing/config", headers=admin).get_json()
+    assert shown["config"]["on_max_wait"] == {"action": "overflow", "queue": "sales"}
+    assert shown["config"]["max_wait_seconds"] == 90
+    assert shown["config"]["autopause"] is False
+    assert shown["in_config_file"] is False
+    # what the page sends back unchanged is accepted unchanged
+    again = api.put("/api/acd/queues/billing", json=shown["config"], headers=admin)
+    assert again.status_code == 200, again.get_json()
+    assert api.get("/api/acd/queues/billing/config", headers=admin).get_json() == shown
+
+    agent = {
+        "name": "相田 愛子",
+        "skills": {"billing": 4},
+        "queues": ["billing"],
+        "capacity": {"voice": 1, "chat": 2, "sms": 3},
+        "weight": 4,
+        "order": 7,
+        "sip_uri": "sip:aiko@127.0.0.1:5070",
+        "phone": "+81312345678",
+    }
+    assert api.put("/api/acd/agents/aiko", json=agent, headers=admin).status_code == 200
+    config = api.get("/api/acd/agents/aiko/config", headers=admin).get_json()["config"]
+    assert {key: config[key] for key in agent} == agent
+    assert config["user"] == "aiko"
+    assert api.put("/api/acd/agents/aiko", json=config, headers=admin).status_code == 200
+
+
+def test_config_reads_are_for_admins_and_name_what_is_missing(
+    api: FlaskClient, tokens: Tokens
+) -> None:
+    seed(api, tokens["root"])
+    for user in ("sue", "aiko"):
+        assert api.get("/api/acd/queues/billing/config", headers=tokens[user]).status_code == 403
+        assert api.get("/api/acd/agents/ben/config", headers=tokens[user]).status_code == 403
+    missing = api.get("/api/acd/queues/nowhere/config", headers=tokens["root"])
+    assert missing.status_code == 404
+    assert missing.get_json()["error_id"] == "acd-unknown-queue"
+    missing = api.get("/api/acd/agents/nobody/config", headers=tokens["root"])
+    assert missing.status_code == 404
+    assert missing.get_json()["error_id"] == "acd-unknown-agent"
+
+
+def test_skills_added_through_the_api_join_the_file_catalog(
+    api: FlaskClient, tokens: Tokens
+) -> None:
+    admin = tokens["root"]
+    seed(api, admin)
+    refused = api.put("/api/acd/agents/ben", json={"skills": {"korean": 3}}, headers=admin)
+    assert refused.status_code == 400
+    assert refused.get_json()["details"]["problems"][0]["field"] == "skills"
+
+    added = api.put("/api/acd/skills/korean", json={"description": "한국어"}, headers=admin)
+    assert added.status_code == 200, added.get_json()
+    listed = {skill["name"]: skill for skill in added.get_json()["skills"]}
+    assert listed["korean"] == {"name": "korean", "description": "한국어", "in_config_file": False}
+    assert listed["japanese"]["in_config_file"] is True
+    assert api.get("/api/acd/skills", headers=tokens["sue"]).get_json()["skills"] == list(
+        listed.values()
+    )
+    assert (
+        api.put("/api/acd/agents/ben", json={"skills": {"korean": 3}}, headers=admin).status_code
+        == 200
+    )
+
+    in_use = api.delete("/api/acd/skills/korean", headers=admin)
+    assert in_use.status_code == 409
+    assert in_use.get_json()["error_id"] == "acd-skill-in-use"
+    assert "agent:ben" in in_use.get_json()["message"]
+    from_file = api.delete("/api/acd/skills/japanese", headers=admin)
+    assert from_file.status_code == 409
+    assert from_file.get_json()["error_id"] == "acd-skill-in-config-file"
+
+    assert api.put("/api/acd/agents/ben", json={"skills": {}}, headers=admin).status_code == 200
+    assert api.delete("/api/acd/skills/korean", headers=admin).status_code == 204
+    names = [
+        skill["name"] for skill in api.get("/api/acd/skills", headers=admin).get_json()["skills"]
+    ]
+    assert names == sorted(SKILLS)
+
+
+@pytest.mark.parametrize(
+    ("name", "body", "status"),
+    [
+        ("bad name!", {"description": "x"}, 400),
+        ("ok", {"description": "x" * 201}, 400),
+        ("ok", {"description": 5}, 400),
+        ("ok", {"level": 3}, 400),
+        ("ok", [], 400),
+    ],
+)
+def test_bad_skills_are_refused(
+    api: FlaskClient, tokens: Tokens, name: str, body: Any, status: int
+) -> None:
+    answer = api.put(f"/api/acd/skills/{name}", json=body, headers=tokens["root"])
+    assert answer.status_code == status
+    assert answer.get_json()["message"]
+    assert api.put("/api/acd/skills/ok", json={}, headers=tokens["sue"]).status_code == 403
+
+
+# -- wrap-up codes and the browser phone's token --
+
+WRAPUP_CODES = {"resolved": "解決 / resolved", "follow_up": "折り返し / follow-up"}
+API_KEY_SID = "SK" + "0123456789abcdef" * 2
+API_KEY_SECRET = "a secret only this test knows, 32+ bytes"
+ACCOUNT_SID = "AC" + "fedcba9876543210" * 2
+
+
+@pytest.fixture
+def desk_api(acd_settings: Settings, database: Database, redis_client: redis.Redis) -> FlaskClient:
+    configured = acd_settings.model_copy(
+        update={
+            "wrapup_codes": WRAPUP_CODES,
+            "twilio": acd_settings.twilio.model_copy(
+                update={
+                    "account_sid": ACCOUNT_SID,
+                    "api_key_sid": API_KEY_SID,
+                    "api_key_secret": SecretStr(API_KEY_SECRET),
+                }
+            ),
+        }
+    )
+    return create_app({"TESTING": True, "KOKAN_SETTINGS": configured}).test_client()
+
+
+def taken_call(api: FlaskClient, tokens: Tokens, agent: str) -> str:
+    """A call the agent answered and hung up, through the ACD's own service."""
+    seed(api, tokens["root"])
+    service = service_of(api.application)
+    call_id = f"CA{uuid.uuid4().hex}"
+    service.set_status("ben", "offline")
+    service.set_status("aiko", "offline")
+    service.join(call_id, "billing", caller="+819012345678")
+    (offer,) = AcdService(service.redis).set_status(agent, "available")  # routes at once
+    assert offer.call_id == call_id
+    service.answer(call_id, agent)
+    service.hangup(call_id)
+    return call_id
+
+
+def test_an_agent_codes_the_call_they_took_and_may_correct_it(
+    desk_api: FlaskClient, tokens: Tokens, database: Database
+) -> None:
+    call_id = taken_call(desk_api, tokens, "aiko")
+    codes = desk_api.get("/api/acd/wrapup-codes", headers=tokens["aiko"]).get_json()
+    assert codes == {
+        "codes": [{"code": code, "label": label} for code, label in WRAPUP_CODES.items()]
+    }
+    path = f"/api/acd/calls/{call_id}/wrapup"
+    first = desk_api.post(
+        path, json={"code": "follow_up", "note": "明日電話"}, headers=tokens["aiko"]
+    )
+    assert first.status_code == 200, first.get_json()
+    assert first.get_json()["label"] == WRAPUP_CODES["follow_up"]
+    again = desk_api.post(path, json={"code": "resolved"}, headers=tokens["aiko"])
+    assert again.get_json()["code"] == "resolved"
+    assert again.get_json()["note"] == ""
+    corrected = desk_api.post(path, json={"code": "follow_up"}, headers=tokens["sue"])
+    assert corrected.get_json()["by"] == "sue"
+    assert corrected.get_json()["agent_id"] == "aiko"
+    with database.sessions() as session:
+        rows = session.scalars(select(CallWrapup)).all()
+    assert [(row.call_id, row.agent_id, row.code) for row in rows] == [
+        (call_id, "aiko", "follow_up")
+    ]
+
+
+def test_wrap_up_codes_are_checked_and_other_agents_calls_refused(
+    desk_api: FlaskClient, tokens: Tokens, database: Database
+) -> None:
+    call_id = taken_call(desk_api, tokens, "aiko")
+    path = f"/api/acd/calls/{call_id}/wrapup"
+    unknown = desk_api.post(path, json={"code": "sold"}, headers=tokens["aiko"])
+    assert unknown.status_code == 400
+    assert unknown.get_json()["details"]["problems"][0]["field"] == "code"
+    for body in (
+        {},
+        {"code": 3},
+        {"code": "resolved", "note": "x" * 2001},
+        {"code": "resolved", "x": 1},
+    ):
+        assert desk_api.post(path, json=body, headers=tokens["aiko"]).status_code == 400, body
+    assert (
+        desk_api.post(
+            path, data="[]", headers={**tokens["aiko"], "Content-Type": "application/json"}
+        ).status_code
+        == 400
+    )
+    not_theirs = desk_api.post(path, json={"code": "resolved"}, headers=tokens["ben"])
+    assert not_theirs.status_code in (403, 404)
+    nowhere = desk_api.post(
+        "/api/acd/calls/CAnothing/wrapup", json={"code": "resolved"}, headers=tokens["sue"]
+    )
+    assert nowhere.status_code == 404
+    with database.sessions() as session:
+        assert session.scalars(select(CallWrapup)).all() == []
+
+
+def test_without_wrap_up_codes_the_desk_asks_for_none(api: FlaskClient, tokens: Tokens) -> None:
+    call_id = taken_call(api, tokens, "aiko")
+    assert api.get("/api/acd/wrapup-codes", headers=tokens["aiko"]).get_json() == {"codes": []}
+    answer = api.post(
+        f"/api/acd/calls/{call_id}/wrapup", json={"code": "resolved"}, headers=tokens["aiko"]
+    )
+    assert answer.status_code == 409
+    assert answer.get_json()["error_id"] == "acd-no-wrapup-codes"
+
+
+def test_the_browser_phone_token_registers_as_the_agents_identity(
+    desk_api: FlaskClient, tokens: Tokens
+) -> None:
+    seed(desk_api, tokens["root"])
+    no_identity = desk_api.get("/api/acd/me/voice-token", headers=tokens["aiko"])
+    assert no_identity.status_code == 409
+    assert no_identity.get_json()["error_id"] == "browser-phone-no-identity"
+    agent = {"skills": {"billing": 4}, "queues": ["billing"], "twilio_identity": "aiko.desk"}
+    assert (
+        desk_api.put("/api/acd/agents/aiko", json=agent, headers=tokens["root"]).status_code == 200
+    )
+    minted = desk_api.get("/api/acd/me/voice-token", headers=tokens["aiko"]).get_json()
+    assert minted["identity"] == "aiko.desk"
+    claims = jwt.decode(minted["token"], API_KEY_SECRET, algorithms=["HS256"])
+    assert claims["iss"] == API_KEY_SID
+    assert claims["sub"] == ACCOUNT_SID
+    assert claims["grants"]["identity"] == "aiko.desk"
+    assert claims["grants"]["voice"]["incoming"] == {"allow": True}
+    assert claims["exp"] - claims["nbf"] == minted["ttl_seconds"] == 3600
+    with pytest.raises(jwt.InvalidSignatureError):
+        jwt.decode(minted["token"], "another secret", algorithms=["HS256"])
+    for user in ("sue", "root"):
+        assert desk_api.get("/api/acd/me/voice-token", headers=tokens[user]).status_code == 403
+
+
+def test_no_browser_phone_without_an_api_key(api: FlaskClient, tokens: Tokens) -> None:
+    seed(api, tokens["root"])
+    answer = api.get("/api/acd/me/voice-token", headers=tokens["aiko"])
+    assert answer.status_code == 409
+    assert answer.get_json()["error_id"] == "browser-phone-not-configured"

@@ -457,3 +457,28 @@ def test_config_show_and_config_errors_through_the_cli(tmp_path: Path) -> None:
     assert _assert_one_line_failure(bad_url).startswith("kokan: redis_url: must start with")
     for result in (syntax, unknown, not_there, bad_url):
         assert_no_secret(result.stdout + result.stderr)
+
+
+def test_the_browser_phone_key_comes_from_twilios_own_environment_names(workdir: Path) -> None:
+    key_sid = "SK" + "a" * 32
+    settings = load(
+        environ={"TWILIO_API_KEY": key_sid, "TWILIO_API_SECRET": "key secret value"}
+    ).settings
+    assert settings.twilio.api_key_sid == key_sid
+    assert settings.twilio.api_key_secret is not None
+    assert settings.twilio.api_key_secret.get_secret_value() == "key secret value"
+    assert "api_key_sid" in config_error(environ={"TWILIO_API_KEY": "not-a-key"})
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("wrapup_codes: {'bad code': x}\n", "wrapup_codes: wrap-up code name"),
+        ("wrapup_codes: {done: '  '}\n", "wrapup_codes: done: a label is 1 to 80"),
+        ("wrapup_codes: {done: " + "x" * 81 + "}\n", "wrapup_codes: done: a label"),
+        ("wrapup_codes: [done]\n", "wrapup_codes: Input should be a valid dictionary"),
+    ],
+)
+def test_bad_wrap_up_codes_are_refused_at_load(workdir: Path, text: str, expected: str) -> None:
+    config = write(workdir / "config.yaml", text)
+    assert config_error(config_file=config, environ={}).startswith(expected)

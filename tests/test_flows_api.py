@@ -463,3 +463,123 @@ def test_the_openapi_document_describes_these_answers(
     check(document, "FlowAudit", ok(api.get("/api/flows/audit", user="sato")))
     with pytest.raises(AssertionError):  # a schema that could not fail would prove nothing
         check(document, "FlowCheck", {"ok": True, "errors": [{"line": "one"}]})
+
+
+# ---- business hours and holidays, edited as a form ----
+
+
+def put_hours(api: Api, hours_id: str, body: Any, user: str = "root", name: str = "main") -> Any:
+    return api.client.put(
+        f"/api/flows/{name}/hours/{hours_id}", json=body, headers=api._headers(user)
+    )
+
+
+def test_hours_show_each_set_with_the_coming_holidays(
+    api: Api, database: Database, flows_dir: Path
+) -> None:
+    published_v1(database, flows_dir)
+    shown = ok(api.get("/api/flows/main/hours", user="sato"))
+    assert shown["active_version"] == 1
+    assert shown["default_timezone"] == "Asia/Tokyo"
+    office = shown["hours"]["office"]
+    assert office["weekly"] == {"mon-fri": "09:00-18:00"}
+    assert office["holidays"] == "JP"
+    upcoming = office["upcoming_closed_days"]
+    assert upcoming == sorted(upcoming, key=lambda day: day["date"])
+    assert {day["kind"] for day in upcoming} <= {"public", "closed"}
+    assert any(day["kind"] == "public" and day["name"] for day in upcoming)
+
+
+def test_an_hours_edit_publishes_a_new_version_and_keeps_the_comments(
+    api: Api, database: Database, flows_dir: Path
+) -> None:
+    published_v1(database, flows_dir)
+    closed = ["2026-12-29", "2026-12-30", "2026-12-31", "2027-01-02", "2027-01-03", "2027-05-06"]
+    body = {
+        "weekly": {"mon-fri": "09:00-18:00", "sat": "10:00-12:00"},
+        "holidays": "JP",
+        "closed": closed,
+        "timezone": "Asia/Tokyo",
+        "note": "土曜の午前も開ける",
+    }
+    saved = ok(put_hours(api, "office", body), 201)
+    assert saved == {"version": 2, "active_version": 2}
+    source = ok(api.get("/api/flows/main", user="root"))["source"]
+    assert "# the sales team keeps shorter hours than the office" in source
+    parsed = yaml.safe_load(source)["hours"]["office"]
+    assert parsed["weekly"] == body["weekly"]
+    assert parsed["timezone"] == "Asia/Tokyo"
+    assert [str(day) for day in parsed["closed"]] == closed
+    entries = ok(api.get("/api/flows/audit?flow=main", user="root"))["entries"]
+    assert entries[0]["detail"]["note"] == "土曜の午前も開ける"
+    assert entries[0]["actor"] == "root"
+    # a Saturday morning in Tokyo is open now: the caller reaches the main menu
+    walk = ok(
+        api.post(
+            "/api/flows/main/simulate",
+            {"source": source, "inputs": ["1"], "at": "2027-01-16T11:00+09:00"},
+            user="root",
+        )
+    )
+    assert "main_menu" in walk["path"], walk
+
+
+def test_an_hours_edit_that_breaks_the_flows_tests_is_not_published(
+    api: Api, database: Database, flows_dir: Path
+) -> None:
+    published_v1(database, flows_dir)
+    answer = put_hours(api, "office", {"weekly": {"mon-fri": "09:00-17:00"}, "holidays": "JP"})
+    assert answer.status_code == 422
+    assert answer.get_json()["error_id"] == "flow-tests-failed"
+    assert ok(api.get("/api/flows/main", user="root"))["active_version"] == 1
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"weekly": {"mon-fri": "9-5"}}, "weekly"),
+        ({"weekly": {"fri-mon": "09:00-17:00"}}, "weekly"),
+        ({"weekly": {"mon": "09:00-17:00"}, "holidays": "XX"}, "holidays"),
+        ({"weekly": {"mon": "09:00-17:00"}, "closed": ["2027-02-30"]}, "closed.0"),
+        ({"weekly": {"mon": "09:00-17:00"}, "closed": "2027-02-03"}, "closed"),
+        ({"weekly": "mon-fri"}, "weekly"),
+        ({"weekly": {"mon": "09:00-17:00"}, "opens": "never"}, "opens"),
+        ({}, "weekly"),
+    ],
+)
+def test_bad_hours_are_refused_by_field_and_nothing_is_published(
+    api: Api, database: Database, flows_dir: Path, body: dict[str, Any], field: str
+) -> None:
+    published_v1(database, flows_dir)
+    answer = put_hours(api, "office", body)
+    assert answer.status_code == 400, answer.get_data(as_text=True)
+    problems = answer.get_json()["details"]["problems"]
+    assert problems[0]["field"] == field
+    assert ok(api.get("/api/flows/main", user="root"))["active_version"] == 1
+
+
+def test_hours_with_a_bad_time_zone_or_name_or_user_are_refused(
+    api: Api, database: Database, flows_dir: Path
+) -> None:
+    published_v1(database, flows_dir)
+    answer = put_hours(api, "office", {"weekly": {"mon": "09:00-17:00"}, "timezone": "Mars/Base"})
+    assert answer.status_code == 400, answer.get_data(as_text=True)
+    assert answer.get_json()["details"]["problems"][0]["field"] == "timezone"
+    assert put_hours(api, "bad name", {"weekly": {}}).status_code == 400
+    assert put_hours(api, "office", {"weekly": {}}, user="sato").status_code == 403
+    assert put_hours(api, "office", {"weekly": {}}, name="nothing").status_code == 404
+    assert ok(api.get("/api/flows/main", user="root"))["active_version"] == 1
+
+
+def test_a_queue_made_through_the_acd_api_is_known_to_the_flow_checks(
+    api: Api, flows_dir: Path
+) -> None:
+    source = main_source(flows_dir).replace("queue: sales", "queue: made-in-the-ui")
+    assert source != main_source(flows_dir)
+    before = ok(api.post("/api/flows/main/check", {"source": source}, user="root"))
+    assert not before["ok"]
+    assert any("made-in-the-ui" in each["message"] for each in before["errors"])
+    made = api.client.put("/api/acd/queues/made-in-the-ui", json={}, headers=api._headers("root"))
+    assert made.status_code == 200, made.get_json()
+    after = ok(api.post("/api/flows/main/check", {"source": source}, user="root"))
+    assert after == {"ok": True, "errors": []}

@@ -15,9 +15,12 @@ from openapi_spec_validator import validate
 from pydantic import BaseModel
 
 from acd.manage import StatusChange
+from acd.skill_catalog import SkillRequest
+from acd.wrapups import WrapupRequest
 from admin.models import Role
 from admin.openapi_http import OPENAPI_PATH
 from admin.schemas import ErlangCBody, MeasuredQuery, ReportQuery
+from ivr.model import Hours
 from kokan.config import AgentSettings, QueueSettings
 from kokan.db import Database
 from recording.schemas import RecordingQuery
@@ -126,6 +129,9 @@ def test_request_bodies_and_queries_name_what_the_models_accept(
         ("/api/webhooks/subscriptions/{subscription_id}", "patch", SubscriptionPatch, set()),
         ("/api/proactive/events", "post", ProactiveEventBody, set()),
         ("/api/staffing/erlang-c", "post", ErlangCBody, set()),
+        ("/api/acd/skills/{name}", "put", SkillRequest, set()),
+        ("/api/acd/calls/{call_id}/wrapup", "post", WrapupRequest, set()),
+        ("/api/flows/{name}/hours/{hours_id}", "put", Hours, {"note"}),
     ]
     for path, method, model, extra in bodies:
         documented = set(_body(document, path, method)["properties"])

@@ -15,7 +15,9 @@ from pathlib import Path
 import pytest
 import redis
 from playwright.sync_api import Browser, Page, expect, sync_playwright
+from sqlalchemy import select
 
+from acd.models import CallWrapup
 from acd.schemas import AgentConfig, QueueConfig
 from acd.services import AcdService
 from kokan.config import Settings, TicketsSettings
@@ -31,6 +33,24 @@ SCREENSHOTS = REPO_ROOT / "test-artifacts" / "screenshots"
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 NEW_PASSWORD = "a long enough passphrase"
 USER_LINE = re.compile(r"one-time password \(shown only now\): (\S+)")
+
+
+BROWSER_PHONE_SECRET = "the browser phone's API key secret, 32+ bytes long"
+UI_CONFIG = f"""
+queues:  # the example flows' queues
+  billing: {{}}
+  support: {{}}
+  sales: {{}}
+wrapup_codes:
+  resolved: 解決 / resolved
+  follow_up: 折り返し / follow-up
+twilio:
+  account_sid: AC{"0" * 32}
+  api_key_sid: SK{"1" * 32}
+  api_key_secret: "{BROWSER_PHONE_SECRET}"
+"""
+"""What the pages under test need beyond the defaults: wrap-up codes for the desk, and an
+API key so the desk mints browser phone tokens (no auth token: Kokan rings no one)."""
 
 
 def chromium_or_skip() -> str:
@@ -63,6 +83,7 @@ def ui(database_factory: DatabaseFactory) -> Iterator[Ui]:
     started: list[Served] = []
     env = database_env(database_factory)
     env["KOKAN_FLOWS_DIR"] = str(REPO_ROOT / "flows")  # the example flows, published at start
+    (root / "config.yaml").write_text(UI_CONFIG, encoding="utf-8")
     try:
         kokan = _start_serve(root, env, started)
         kokan.wait_ready()
@@ -281,6 +302,27 @@ def test_an_agent_gets_a_screen_pop_with_the_callers_last_sms(page: Page, ui: Ui
     assert ticket["tags"] == ["delivery", "A17"]
     shoot(page, "desk-ticket-work")
 
+    # after it: the wrap-up code, while the wrap-up timer runs
+    acd.hangup(call_id)
+    expect(page.locator("#my-status")).to_contain_text("Wrap-up", timeout=FLOOR_DEADLINE_MS * 3)
+    wrap = page.locator("#wrapup-form")
+    wrap.get_by_label("Wrap-up code").select_option(label="折り返し / follow-up")
+    wrap.get_by_label("Wrap-up note").fill("明日の午前に再確認")
+    wrap.get_by_role("button", name="Save wrap-up").click()
+    expect(page.locator("#wrapup-state")).to_have_text("Saved.")
+    shoot(page, "desk-wrap-up")
+    database = Database(ui.database_url)
+    try:
+        with database.sessions() as session:
+            stored = session.scalars(select(CallWrapup).where(CallWrapup.call_id == call_id)).one()
+            assert (stored.agent_id, stored.code, stored.note) == (
+                "aiko",
+                "follow_up",
+                "明日の午前に再確認",
+            )
+    finally:
+        database.dispose()
+
 
 def test_a_supervisor_reads_the_reports_and_plans_staff_with_erlang_c(page: Page, ui: Ui) -> None:
     sign_in(page, ui, "sato")
@@ -290,6 +332,9 @@ def test_a_supervisor_reads_the_reports_and_plans_staff_with_erlang_c(page: Page
     total = page.locator("#report tbody tr").last
     expect(total.locator("th")).to_have_text("Total")
     expect(total.locator('[data-kpi="offered"]')).to_have_text(re.compile(r"^\d+$"))
+    groups = page.locator("#report tbody tr").count() - 1
+    expect(page.locator("#volume-chart rect[data-kpi]")).to_have_count(2 * groups)
+    expect(page.locator("#volume-chart text")).to_have_count(groups)
     csv_url = page.locator("#csv-link").get_attribute("href")
     assert csv_url is not None
     csv = page.request.get(f"{ui.base_url}{csv_url}")
@@ -398,3 +443,108 @@ def test_a_supervisor_finds_a_recording_by_its_words_and_seeks_from_the_transcri
     page.wait_for_function("document.querySelector('#audio').currentTime >= 2.0")
     assert audio.evaluate("a => a.duration") == pytest.approx(4.0, abs=0.1)
     shoot(page, "recordings")
+
+
+def test_the_agents_browser_phone_loads_twilios_sdk_with_a_kokan_token(page: Page, ui: Ui) -> None:
+    acd = AcdService(redis.Redis(unix_socket_path=str(ui.kokan.socket_path)))
+    acd.put_agent("aiko", AgentConfig(twilio_identity="aiko.desk"))
+    acd.set_status("aiko", "offline")
+    sign_in(page, ui, "aiko")
+    phone = page.locator("#phone-state")
+    expect(page.get_by_role("heading", name="Browser phone")).to_be_visible()
+    expect(phone).to_have_attribute("data-identity", "aiko.desk")
+    assert page.evaluate("typeof window.Twilio.Device") == "function"
+    # no Twilio cloud here: the SDK tries to register and the page says it is not connected
+    expect(phone).to_have_attribute("data-state", re.compile("connecting|offline"))
+    shoot(page, "desk-browser-phone")
+    acd.put_agent("aiko", AgentConfig())
+    page.reload()
+    expect(page.get_by_role("heading", name="My desk")).to_be_visible()
+    expect(page.locator("#browser-phone")).to_have_count(0)
+
+
+def test_an_admin_edits_skills_queues_and_agents_with_the_apis_checks(page: Page, ui: Ui) -> None:
+    sign_in(page, ui, "admin")
+    page.get_by_role("link", name="Queues, skills and agents").click()
+    skills = page.locator("#skill-form")
+    skills.get_by_label("Skill").fill("korean")
+    skills.get_by_label("Description").fill("한국어")
+    skills.get_by_role("button", name="Save skill").click()
+    expect(page.locator("#skills")).to_contain_text("한국어")
+
+    queue = page.locator("#queue-form")
+    queue.get_by_label("Name").fill("ui-queue")
+    queue.get_by_label("Required skills (skill:level, …)").fill("korean:9")
+    queue.get_by_role("button", name="Save queue").click()
+    expect(page.locator("#queue-error")).to_contain_text("skills.korean")
+    expect(queue.locator('[name="skills"]')).to_have_attribute("aria-invalid", "true")
+    shoot(page, "admin-queue-error")
+    queue.get_by_label("Required skills (skill:level, …)").fill("korean:3")
+    queue.get_by_label("Strategy").select_option("ring_all")
+    queue.get_by_role("button", name="Save queue").click()
+    row = page.locator('#queues tr[data-queue="ui-queue"]')
+    expect(row).to_contain_text("ring_all")
+    expect(row).to_contain_text("korean:3")
+    expect(queue.locator('[name="skills"]')).not_to_have_attribute("aria-invalid", "true")
+
+    agent = page.locator("#agent-form")
+    agent.get_by_label("Agent id").fill("ui-agent")
+    agent.get_by_label("Name", exact=True).fill("김 민지")
+    agent.get_by_label("Skills (skill:level, …)").fill("korean:4")
+    agent.get_by_label("Queues (comma-separated)").fill("ui-queue")
+    agent.get_by_label("Phone number (E.164)").fill("0312345678")
+    agent.get_by_role("button", name="Save agent").click()
+    expect(agent.locator('[name="phone"]')).to_have_attribute("aria-invalid", "true")
+    agent.get_by_label("Phone number (E.164)").fill("+81312345678")
+    agent.get_by_role("button", name="Save agent").click()
+    expect(page.locator('#agents tr[data-agent="ui-agent"]')).to_contain_text("김 민지")
+    shoot(page, "admin-acd-config")
+    stored = page.evaluate("async () => (await fetch('/api/acd/agents/ui-agent/config')).json()")[
+        "config"
+    ]
+    assert (stored["skills"], stored["queues"], stored["phone"]) == (
+        {"korean": 4},
+        ["ui-queue"],
+        "+81312345678",
+    )
+
+    page.locator('#queues tr[data-queue="ui-queue"]').get_by_role("button", name="Edit").click()
+    expect(queue.get_by_label("Name")).to_have_value("ui-queue")
+    queue.get_by_label("Maximum wait (s), empty: none").fill("120")
+    queue.get_by_role("button", name="Save queue").click()
+    expect(row).to_contain_text("120")
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.locator('#agents tr[data-agent="ui-agent"]').get_by_role("button", name="Delete").click()
+    expect(page.locator('#agents tr[data-agent="ui-agent"]')).to_have_count(0)
+
+
+def test_an_admin_changes_business_hours_and_publishes_them_as_a_flow_version(
+    page: Page, ui: Ui
+) -> None:
+    sign_in(page, ui, "admin")
+    page.get_by_role("link", name="Business hours and holidays").first.click()
+    page.get_by_label("Flow").select_option("main")
+    office = page.locator('form[data-hours="office"]')
+    expect(office.get_by_label("Public holidays of (country code)")).to_have_value("JP")
+    expect(office.locator(".upcoming li").first).to_be_attached()
+    weekly = office.locator('[name="weekly"]')
+    expect(weekly).to_have_value("mon-fri: 09:00-18:00")
+    before = page.evaluate("async () => (await fetch('/api/flows/main')).json()")["active_version"]
+
+    weekly.fill("mon-fri: 9 to 6")
+    office.get_by_role("button", name="Save and publish").click()
+    expect(office.locator(".error")).to_contain_text("weekly")
+    expect(weekly).to_have_attribute("aria-invalid", "true")
+    weekly.fill("mon-fri: 09:00-17:00")  # a flow test has a caller after 17:00
+    office.get_by_role("button", name="Save and publish").click()
+    expect(office.locator(".error")).to_contain_text("The flow's tests fail with these hours")
+    shoot(page, "hours-refused")
+
+    weekly.fill("mon-fri: 09:00-18:00\nsat: 10:00-12:00")
+    office.get_by_label("Note for the audit log").fill("土曜の午前も受付")
+    office.get_by_role("button", name="Save and publish").click()
+    expect(page.locator("#saved")).to_have_text(f"Published as version {before + 1}.")
+    expect(page.locator('form[data-hours="office"] [name="weekly"]')).to_have_value(
+        "mon-fri: 09:00-18:00\nsat: 10:00-12:00"
+    )
+    shoot(page, "hours-published")

@@ -58,8 +58,10 @@
       }
     }
     if (mine !== drawing) return;
+    if (shownCall !== callId) wrapState.textContent = "";
     shownCall = callId;
     pop.hidden = false;
+    wrapForm.hidden = wrapForm.dataset.ready !== "yes";
     pop.dataset.call = callId;
     document.getElementById("pop-state").textContent = `(${call.state}, ${call.queue})`;
     document.getElementById("pop-caller").textContent = number || "?";
@@ -142,6 +144,33 @@
       if (await send("POST", `/api/tickets/${picker.value}/${path}`, { body: text })) form.reset();
     });
   }
+
+  // -- the wrap-up code: what the call was, from the site's list (none listed: no form) --
+  const wrapForm = document.getElementById("wrapup-form");
+  const wrapState = document.getElementById("wrapup-state");
+  getJson("/api/acd/wrapup-codes").then((listed) => {
+    const options = listed.codes.map(({ code, label }) => {
+      const option = document.createElement("option");
+      option.value = code;
+      option.textContent = label;
+      return option;
+    });
+    wrapForm.elements.code.replaceChildren(...options);
+    wrapForm.dataset.ready = options.length ? "yes" : "no";
+    wrapForm.hidden = !(options.length && shownCall);
+  }).catch(() => {});
+  wrapForm.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const body = { code: wrapForm.elements.code.value, note: wrapForm.elements.note.value };
+    const answer = await fetch(`/api/acd/calls/${encodeURIComponent(shownCall)}/wrapup`, {
+      method: "POST",
+      credentials: "same-origin",
+      headers: { "Content-Type": "application/json", "X-CSRFToken": csrf },
+      body: JSON.stringify(body),
+    });
+    const data = await answer.json().catch(() => ({}));
+    wrapState.textContent = answer.ok ? script.dataset.saved : data.message || `HTTP ${answer.status}`;
+  });
 
   function onEvent(message) {
     const event = JSON.parse(message.data);
