@@ -278,7 +278,7 @@ def flows_publish(
         try:
             with database.unit_of_work() as session:
                 published = publishing.publish(
-                    session, name, source_text, display, context, _who(by)
+                    session, name, source_text, display, context, _who(by), None, skip_tests
                 )
         except FlowInvalid as exc:
             for problem in exc.problems:

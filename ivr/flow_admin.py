@@ -39,13 +39,11 @@ from ivr.validator import CheckContext
 from kokan.config import Settings
 from kokan.errors import InvalidInput, KokanError, NotFound
 from tickets.models import AuditEntry
-from tickets.services import audit
 
 FLOW_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")
 """A flow is named by its file's stem and stored in a 64-character column; nothing that
 could climb out of flows_dir."""
-AUDIT_SUBJECT = "flow"
-"""AuditEntry.subject_type of flow changes; the flow's name is in detail["flow"]."""
+AUDIT_SUBJECT = publishing.AUDIT_SUBJECT
 MAX_AUDIT_ENTRIES = 500
 """The audit page shows recent history; older entries stay in the database."""
 DIFF_CONTEXT_LINES = 3
@@ -417,34 +415,23 @@ def publish(
             raise FlowTestsFailed(name, run)
     try:
         published = publishing.publish(
-            session, name, source, _display(name), check_context(session, settings), by
+            session,
+            name,
+            source,
+            _display(name),
+            check_context(session, settings),
+            by,
+            note=note,
+            tests_skipped=skip_tests,
         )
     except FlowInvalid as exc:
         raise FlowSourceInvalid(name, exc.problems) from None
-    audit(
-        session,
-        by,
-        "flow.published",
-        AUDIT_SUBJECT,
-        published.version,
-        {"flow": name, "version": published.version, "note": note, "tests_skipped": skip_tests},
-    )
     return published
 
 
 def rollback(session: Session, settings: Settings, name: str, version: int, by: str) -> int:
     require_flow(session, settings, name)
-    before = publishing.active_version(session, name)
-    now = publishing.rollback(session, name, by, version)
-    audit(
-        session,
-        by,
-        "flow.rolled_back",
-        AUDIT_SUBJECT,
-        now,
-        {"flow": name, "version": now, "from": before, "to": now},
-    )
-    return now
+    return publishing.rollback(session, name, by, version)
 
 
 def audit_entries(session: Session, flow: str | None = None) -> list[dict[str, Any]]:

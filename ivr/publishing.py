@@ -17,6 +17,11 @@ from ivr.models import ActiveFlow, FlowActivation, FlowVersion
 from ivr.validator import CheckContext, check
 from kokan.db import Database
 from kokan.errors import Conflict, NotFound
+from tickets.services import audit
+
+AUDIT_SUBJECT = "flow"
+"""AuditEntry.subject_type of flow changes: subject_id is the version, the flow's name is in
+detail["flow"]."""
 
 ACTIVE_VERSION_REFRESH_S = 1.0
 """How long a web process trusts the active version it read: a publish or rollback reaches new
@@ -64,9 +69,18 @@ def active_version(session: Session, name: str) -> int | None:
 
 
 def publish(
-    session: Session, name: str, source: str, display: str, context: CheckContext, by: str
+    session: Session,
+    name: str,
+    source: str,
+    display: str,
+    context: CheckContext,
+    by: str,
+    note: str | None = None,
+    tests_skipped: bool = False,
 ) -> Published:
-    """Check the flow in full, then store it as the next version and make it active."""
+    """Check the flow in full, then store it as the next version and make it active, with an
+    audit entry: whoever publishes (the editor, `kokan flows publish`, a first start) is
+    in the log with when."""
     validate_source(name, source, display, context)
     sha = _sha(source)
     latest = session.scalar(
@@ -79,6 +93,8 @@ def publish(
     session.add(FlowVersion(flow=name, version=version, source=source, sha256=sha, published_by=by))
     session.flush()
     _activate(session, name, version, "publish", by)
+    detail = {"flow": name, "version": version, "note": note, "tests_skipped": tests_skipped}
+    audit(session, by, "flow.published", AUDIT_SUBJECT, version, detail)
     return Published(name, version, sha)
 
 
@@ -87,6 +103,7 @@ def rollback(session: Session, name: str, by: str, to_version: int | None = None
     active = session.get(ActiveFlow, name)
     if active is None:
         raise FlowNotPublished(f"flow {name!r} has never been published")
+    active_before = active.version
     if to_version is None:
         history = session.scalars(
             select(FlowActivation.version)
@@ -105,6 +122,8 @@ def rollback(session: Session, name: str, by: str, to_version: int | None = None
     if to_version == active.version:
         raise FlowUnchanged(f"flow {name!r} is already on version {to_version}")
     _activate(session, name, to_version, "rollback", by)
+    detail = {"flow": name, "version": to_version, "from": active_before, "to": to_version}
+    audit(session, by, "flow.rolled_back", AUDIT_SUBJECT, to_version, detail)
     return to_version
 
 

@@ -316,8 +316,10 @@ def test_publish_then_roll_back_with_an_audit_trail(
     )
 
     entries = ok(api.get("/api/flows/audit?flow=main", user="sato"))["entries"]
-    assert [entry["action"] for entry in entries] == ["flow.rolled_back", "flow.published"]
-    rolled, made = entries
+    actions = [entry["action"] for entry in entries]
+    assert actions == ["flow.rolled_back", "flow.published", "flow.published"]
+    rolled, made, first = entries
+    assert (first["actor"], first["version"]) == ("cli:ops", 1)  # published_v1, as the CLI does
     assert rolled["actor"] == made["actor"] == "root"
     assert rolled["flow"] == "main"
     assert rolled["version"] == 1
@@ -328,7 +330,7 @@ def test_publish_then_roll_back_with_an_audit_trail(
     assert rolled["at"] >= made["at"]
     assert made["at"].startswith("20")
     assert ok(api.get("/api/flows/audit?flow=survey", user="root"))["entries"] == []
-    assert len(ok(api.get("/api/flows/audit", user="root"))["entries"]) == 2
+    assert len(ok(api.get("/api/flows/audit", user="root"))["entries"]) == 3
 
 
 def test_an_invalid_source_is_not_published(api: Api, database: Database, flows_dir: Path) -> None:
@@ -340,7 +342,8 @@ def test_an_invalid_source_is_not_published(api: Api, database: Database, flows_
     assert problem["line"] == line
     assert "nowhere" in problem["message"]
     assert ok(api.get("/api/flows/main", user="root"))["active_version"] == 1
-    assert ok(api.get("/api/flows/audit", user="root"))["entries"] == []
+    entries = ok(api.get("/api/flows/audit", user="root"))["entries"]
+    assert [(entry["actor"], entry["version"]) for entry in entries] == [("cli:ops", 1)]
 
 
 def test_publish_runs_the_flows_tests_first(api: Api, flows_dir: Path) -> None:

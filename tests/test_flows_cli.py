@@ -13,7 +13,9 @@ import jsonschema
 import pytest
 import yaml
 
+from ivr import flow_admin
 from ivr.flowtests import load_tests
+from kokan.db import Database
 from tests.conftest import CLI_TIMEOUT_S, REPO_ROOT, FreshDatabase, clean_environ, run_kokan
 
 PROBLEM_LINE = re.compile(r"^(?P<file>[^:\s]+\.yaml):(?P<line>\d+):(?P<col>\d+): (?P<message>.+)$")
@@ -480,6 +482,23 @@ def test_publish_versions_and_rollback(workspace: Path, fresh_database_url: Fres
     assert skipped.returncode == 0, skipped.stdout + skipped.stderr
     assert skipped.stdout.startswith("published main version 3 (")
     assert versions_of(workspace, env) == ["  v1", "  v2", "* v3"]
+
+    # every change is in the audit log, as the editor's are
+    database = Database(env["DATABASE_URL"])
+    try:
+        with database.sessions() as session:
+            entries = flow_admin.audit_entries(session, "main")
+    finally:
+        database.dispose()
+    assert [(e["action"], e["version"], e["detail"].get("tests_skipped")) for e in entries] == [
+        ("flow.published", 3, True),
+        ("flow.rolled_back", 2, None),
+        ("flow.rolled_back", 1, None),
+        ("flow.published", 2, False),
+        ("flow.published", 1, False),
+    ]
+    assert entries[-1]["actor"] == "tester"
+    assert entries[0]["actor"].startswith("cli:")
 
 
 def test_versions_and_rollback_of_a_flow_never_published(
