@@ -183,6 +183,19 @@ def test_an_agent_cannot_reach_a_supervisors_page(page: Page, ui: Ui) -> None:
     expect(page.get_by_role("alert")).to_contain_text("This page is not for your role.")
     shoot(page, "forbidden-agent")
 
+    # nor another agent's recording, by its address, with the agent's own session
+    served = Settings(data_dir=ui.kokan.data_dir, database_url=ui.database_url)
+    database = Database(ui.database_url)
+    try:
+        someone_elses = store_recording(
+            database, served, wav(tone(1.0)), agent_id="ben", duration_ms=1000
+        )
+    finally:
+        database.dispose()
+    for path in (f"/api/recordings/{someone_elses}", f"/api/recordings/{someone_elses}/audio"):
+        refused = page.request.get(f"{ui.base_url}{path}")
+        assert refused.status == 403, (path, refused.status)
+
 
 def test_the_page_switches_to_japanese(page: Page, ui: Ui) -> None:
     page.goto(f"{ui.base_url}/login")
