@@ -21,9 +21,7 @@
   };
 
   async function token() {
-    const answer = await fetch("/api/acd/me/voice-token", { credentials: "same-origin" });
-    const body = await answer.json().catch(() => ({}));
-    if (!answer.ok) throw new Error(body.message || `HTTP ${answer.status}`);
+    const body = await window.kokan.getJson("/api/acd/me/voice-token");
     state.dataset.identity = body.identity;
     return body.token;
   }

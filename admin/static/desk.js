@@ -6,7 +6,6 @@
 (() => {
   const script = document.currentScript;
   const liveUrl = script.dataset.liveUrl;
-  const csrf = document.querySelector('meta[name="csrf-token"]').content;
   const statusLine = document.getElementById("my-status");
   const pop = document.getElementById("screen-pop");
   const TIMELINE_ITEMS = 10; // enough to see the thread, short enough to read at a glance
@@ -14,11 +13,7 @@
   let shownCall = null;
   let drawing = 0;
 
-  const getJson = async (path) => {
-    const answer = await fetch(path, { credentials: "same-origin" });
-    if (!answer.ok) throw new Error(`${path}: ${answer.status}`);
-    return answer.json();
-  };
+  const { getJson, request, postJson } = window.kokan;
   const item = (parent, text) => {
     const li = document.createElement("li");
     li.textContent = text;
@@ -115,16 +110,16 @@
   }
 
   async function send(method, path, body) {
-    const answer = await fetch(path, {
-      method,
-      credentials: "same-origin",
-      headers: { "Content-Type": "application/json", "X-CSRFToken": csrf },
-      body: JSON.stringify(body),
-    });
-    const data = await answer.json().catch(() => ({}));
-    workState.textContent = answer.ok ? script.dataset.saved : data.message || `HTTP ${answer.status}`;
+    let saved = true;
+    try {
+      await request(method, path, body);
+      workState.textContent = script.dataset.saved;
+    } catch (error) {
+      workState.textContent = error.message;
+      saved = false;
+    }
     if (shownCall) showCall(shownCall).catch(() => {});
-    return answer.ok;
+    return saved;
   }
 
   picker.addEventListener("change", fillFields);
@@ -162,14 +157,12 @@
   wrapForm.addEventListener("submit", async (event) => {
     event.preventDefault();
     const body = { code: wrapForm.elements.code.value, note: wrapForm.elements.note.value };
-    const answer = await fetch(`/api/acd/calls/${encodeURIComponent(shownCall)}/wrapup`, {
-      method: "POST",
-      credentials: "same-origin",
-      headers: { "Content-Type": "application/json", "X-CSRFToken": csrf },
-      body: JSON.stringify(body),
-    });
-    const data = await answer.json().catch(() => ({}));
-    wrapState.textContent = answer.ok ? script.dataset.saved : data.message || `HTTP ${answer.status}`;
+    try {
+      await postJson(`/api/acd/calls/${encodeURIComponent(shownCall)}/wrapup`, body);
+      wrapState.textContent = script.dataset.saved;
+    } catch (error) {
+      wrapState.textContent = error.message;
+    }
   });
 
   function onEvent(message) {
@@ -188,15 +181,10 @@
     const body = { status: event.submitter.value };
     const reason = new FormData(form).get("reason");
     if (body.status === "break" && reason) body.reason = reason;
-    const answer = await fetch("/api/acd/me/status", {
-      method: "POST",
-      credentials: "same-origin",
-      headers: { "Content-Type": "application/json", "X-CSRFToken": csrf },
-      body: JSON.stringify(body),
-    });
-    if (!answer.ok) {
-      const problem = await answer.json().catch(() => ({}));
-      alert(problem.message || `HTTP ${answer.status}`);
+    try {
+      await postJson("/api/acd/me/status", body);
+    } catch (error) {
+      alert(error.message);
     }
     showStatus().catch(() => {});
   });

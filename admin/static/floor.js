@@ -5,7 +5,6 @@
 (() => {
   const script = document.currentScript;
   const liveUrl = script.dataset.liveUrl;
-  const csrf = document.querySelector('meta[name="csrf-token"]').content;
   const queuesBody = document.querySelector("#queues tbody");
   const agentsBody = document.querySelector("#agents tbody");
   const state = document.getElementById("live-state");
@@ -25,11 +24,7 @@
     row.appendChild(td);
     return td;
   };
-  const getJson = async (path) => {
-    const answer = await fetch(path, { credentials: "same-origin" });
-    if (!answer.ok) throw new Error(`${path}: ${answer.status}`);
-    return answer.json();
-  };
+  const { getJson, postJson } = window.kokan;
 
   function drawQueues(queues) {
     queuesBody.replaceChildren();
@@ -115,15 +110,10 @@
     const data = new FormData(form);
     const body = { status: data.get("status") };
     if (data.get("reason")) body.reason = data.get("reason");
-    const answer = await fetch(`/api/acd/agents/${encodeURIComponent(agentId)}/status`, {
-      method: "POST",
-      credentials: "same-origin",
-      headers: { "Content-Type": "application/json", "X-CSRFToken": csrf },
-      body: JSON.stringify(body),
-    });
-    if (!answer.ok) {
-      const problem = await answer.json().catch(() => ({}));
-      alert(problem.message || `HTTP ${answer.status}`);
+    try {
+      await postJson(`/api/acd/agents/${encodeURIComponent(agentId)}/status`, body);
+    } catch (error) {
+      alert(error.message);
     }
     soon();
   }

@@ -6,7 +6,6 @@
 (() => {
   const flow = document.currentScript.dataset.flow;
   const base = `/api/flows/${encodeURIComponent(flow)}`;
-  const csrf = document.querySelector('meta[name="csrf-token"]').content;
   const texts = document.getElementById("texts").dataset;
   const source = document.getElementById("source");
   const gutter = document.getElementById("gutter");
@@ -17,15 +16,13 @@
   const fill = (template, values) =>
     template.replace(/\{(\w+)\}/g, (_, key) => String(values[key] ?? ""));
 
+  // the page shows refusals (errors at their lines, failed tests) as results, not failures
   async function call(method, path, body) {
-    const answer = await fetch(`${base}${path}`, {
-      method,
-      credentials: "same-origin",
-      headers: body ? { "Content-Type": "application/json", "X-CSRFToken": csrf } : {},
-      body: body ? JSON.stringify(body) : undefined,
-    });
-    const data = await answer.json().catch(() => ({}));
-    return { ok: answer.ok, status: answer.status, data };
+    try {
+      return { ok: true, status: 200, data: await window.kokan.request(method, `${base}${path}`, body) };
+    } catch (error) {
+      return { ok: false, status: error.status, data: error.body || {} };
+    }
   }
 
   function drawGutter() {
@@ -96,9 +93,9 @@
         return item;
       }),
     );
-    const audit = await fetch(`/api/flows/audit?flow=${encodeURIComponent(flow)}`, {
-      credentials: "same-origin",
-    }).then((answer) => (answer.ok ? answer.json() : { entries: [] }));
+    const audit = await window.kokan
+      .getJson(`/api/flows/audit?flow=${encodeURIComponent(flow)}`)
+      .catch(() => ({ entries: [] }));
     document.getElementById("audit").replaceChildren(
       ...audit.entries.map((entry) => {
         const item = document.createElement("li");

@@ -4,8 +4,8 @@
 (() => {
   const editor = document.currentScript.dataset.editor;
   const body = document.querySelector("#flows tbody");
-  fetch("/api/flows", { credentials: "same-origin" })
-    .then((answer) => (answer.ok ? answer.json() : Promise.reject(new Error(`HTTP ${answer.status}`))))
+  window.kokan
+    .getJson("/api/flows")
     .then((data) => {
       for (const flow of data.flows) {
         const row = document.createElement("tr");

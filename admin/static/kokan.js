@@ -66,6 +66,7 @@ window.kokan = (() => {
   };
 
   return {
+    request,
     getJson: (path) => request("GET", path),
     putJson: (path, body) => request("PUT", path, body),
     postJson: (path, body) => request("POST", path, body),

@@ -10,12 +10,7 @@
   const transcript = document.getElementById("transcript");
   const problem = document.getElementById("recordings-error");
 
-  const getJson = async (path) => {
-    const answer = await fetch(path, { credentials: "same-origin" });
-    const data = await answer.json().catch(() => ({}));
-    if (!answer.ok) throw new Error(data.message || `HTTP ${answer.status}`);
-    return data;
-  };
+  const { getJson } = window.kokan;
   const length = (ms) => (ms === null ? "—" : `${Math.round(ms / 1000)} s`);
 
   async function open(id) {

@@ -113,11 +113,12 @@
     if (event) event.preventDefault();
     const params = query();
     document.getElementById("csv-link").href = `/api/reports/kpis?${params}&format=csv`;
-    const answer = await fetch(`/api/reports/kpis?${params}`, { credentials: "same-origin" });
-    const body = await answer.json().catch(() => ({}));
-    if (!answer.ok) {
+    let body;
+    try {
+      body = await window.kokan.getJson(`/api/reports/kpis?${params}`);
+    } catch (error) {
       problem.hidden = false;
-      problem.textContent = body.message || `HTTP ${answer.status}`;
+      problem.textContent = error.message;
       return;
     }
     problem.hidden = true;

@@ -2,7 +2,7 @@
 "use strict";
 
 (() => {
-  const csrf = document.querySelector('meta[name="csrf-token"]').content;
+  const { getJson, postJson } = window.kokan;
   const form = document.getElementById("staffing-form");
   const measured = document.getElementById("measured-form");
   const result = document.getElementById("staffing-result");
@@ -18,14 +18,12 @@
     event.preventDefault();
     const body = {};
     for (const [key, value] of new FormData(form)) if (value !== "") body[key] = Number(value);
-    const answer = await fetch("/api/staffing/erlang-c", {
-      method: "POST",
-      credentials: "same-origin",
-      headers: { "Content-Type": "application/json", "X-CSRFToken": csrf },
-      body: JSON.stringify(body),
-    });
-    const plan = await answer.json().catch(() => ({}));
-    if (!answer.ok) return fail(plan.message || `HTTP ${answer.status}`);
+    let plan;
+    try {
+      plan = await postJson("/api/staffing/erlang-c", body);
+    } catch (error) {
+      return fail(error.message);
+    }
     problem.hidden = true;
     result.hidden = false;
     for (const dd of result.querySelectorAll("dd")) dd.textContent = shown(plan[dd.dataset.field]);
@@ -37,9 +35,12 @@
     params.set("tz", Intl.DateTimeFormat().resolvedOptions().timeZone);
     params.set("interval_minutes", form.elements.interval_minutes.value);
     for (const [key, value] of [...params]) if (!value) params.delete(key);
-    const answer = await fetch(`/api/staffing/measured?${params}`, { credentials: "same-origin" });
-    const data = await answer.json().catch(() => ({}));
-    if (!answer.ok) return fail(data.message || `HTTP ${answer.status}`);
+    let data;
+    try {
+      data = await getJson(`/api/staffing/measured?${params}`);
+    } catch (error) {
+      return fail(error.message);
+    }
     problem.hidden = true;
     form.elements.calls_per_interval.value = +data.calls_per_interval.toFixed(2);
     if (data.average_handle_time_seconds !== null) {
