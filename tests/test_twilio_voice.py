@@ -20,6 +20,7 @@ from http.server import BaseHTTPRequestHandler
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import flask
 import pytest
 import redis
 from flask import Flask
@@ -608,6 +609,25 @@ def test_the_no_input_redirect_prompts_again(voice_app: Flask, twilio: Twilio) -
 
 
 # ---- duplicate deliveries ----
+
+
+def test_webhooks_get_no_session_even_when_a_browser_cookie_rides_along(
+    voice_app: Flask, twilio: Twilio
+) -> None:
+    """Sessions are for people: a webhook neither reads nor sets the session cookie."""
+    cookie = voice_app.config["SESSION_COOKIE_NAME"]
+    twilio.client.set_cookie(cookie, "not-a-session-kokan-signed", domain="localhost")
+    answer = twilio.start(new_sid("CA"))
+    assert answer.status_code == 200
+    assert "Set-Cookie" not in answer.headers
+    with voice_app.test_request_context("/webhooks/twilio/voice", method="POST"):
+        opened = voice_app.session_interface.open_session(voice_app, flask.request)
+        assert opened is not None
+        assert voice_app.session_interface.is_null_session(opened)
+    with voice_app.test_request_context("/login"):
+        page = voice_app.session_interface.open_session(voice_app, flask.request)
+        assert page is not None
+        assert not voice_app.session_interface.is_null_session(page)
 
 
 def test_a_replayed_step_answers_the_same_and_does_not_advance_the_call(
