@@ -19,7 +19,11 @@ WEBHOOKS_QUEUE = "webhooks"
 """Outbound webhook deliveries (tickets.subscriptions): a slow or dead subscriber waits out
 its timeouts here, never in front of customers' messages."""
 
-ALL_QUEUES = (DEFAULT_QUEUE, MESSAGES_QUEUE, WEBHOOKS_QUEUE, RECORDINGS_QUEUE)
+ASR_QUEUE = "asr"
+"""Speech answers of callers on the line (ivr.speech): a caller waits in silence for each,
+so they go before everything else, and only workers with the vosk model loaded take them."""
+
+ALL_QUEUES = (ASR_QUEUE, DEFAULT_QUEUE, MESSAGES_QUEUE, WEBHOOKS_QUEUE, RECORDINGS_QUEUE)
 """What `kokan worker` listens to, in priority order; later issues append their queues."""
 
 

@@ -13,6 +13,7 @@ from typing import Any
 
 from rq import Worker
 
+from ivr.speech import RECOGNISE_JOB
 from kokan import config
 from recording import transcribe
 from recording.services import TRANSCRIBE_JOB
@@ -22,10 +23,14 @@ log = logging.getLogger(__name__)
 
 class ModelSharingWorker(Worker):
     def execute_job(self, job: Any, queue: Any) -> Any:
-        if job.func_name == TRANSCRIBE_JOB:
+        if job.func_name in (TRANSCRIBE_JOB, RECOGNISE_JOB):
             try:
-                transcribe.preload(config.load().settings)
+                settings = config.load().settings
+                if job.func_name == TRANSCRIBE_JOB:
+                    transcribe.preload(settings)
+                elif (folder := transcribe.model_path(settings)) is not None:
+                    transcribe.load_model(folder)  # callers' speech: whatever post_process says
             except Exception:
                 # the horse meets the same problem and fails the job with it, visibly
-                log.exception("could not load the vosk model before transcribing")
+                log.exception("could not load the vosk model before recognising speech")
         return super().execute_job(job, queue)
