@@ -10,9 +10,15 @@ position is announced.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING
 
 from acd.schemas import AgentStatus
+
+if TYPE_CHECKING:  # for annotations only: estimates stay free of the service and config
+    from acd.results import CallView
+    from acd.services import AcdService
+    from kokan.config import QueueSettings
 
 WORKING = (
     AgentStatus.AVAILABLE,
@@ -42,3 +48,27 @@ def expected_wait_s(
     estimate = rounds * handle_s
     minutes = max(1, math.ceil(estimate / ROUND_UP_TO_S))
     return min(minutes * ROUND_UP_TO_S, MAX_ESTIMATE_S)
+
+
+def announcement(
+    acd: AcdService, call: CallView, settings: QueueSettings, due: Callable[[], bool]
+) -> tuple[int, int | None] | None:
+    """What a waiting caller is told now, whatever the transport: their position and the
+    expected wait (None when the queue does not say it or there is no honest figure).
+    None: nothing this time (not waiting, announcements off, or `due` says not yet;
+    `due` is asked last, so a transport that marks the announcement made only marks it
+    when one is said)."""
+    if (
+        call.state != "waiting"
+        or not settings.announce_every_seconds
+        or call.position is None
+        or not due()
+    ):
+        return None
+    wait_s = None
+    if settings.announce_wait_time:
+        view = acd.queue(call.queue)
+        wait_s = expected_wait_s(
+            call.position, view.stats, view.agents_by_status, settings.wrapup_seconds
+        )
+    return call.position, wait_s

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from acd import twilio_twiml as twiml
 from acd.dialer import IGNORED_ACD_ERRORS, TwilioCalls
 from acd.errors import AcdInvalidInput, AlreadyAnswered, NotWaiting
-from acd.estimates import expected_wait_s
+from acd.estimates import announcement
 from acd.services import AcdService
 from acd.twilio_legs import QueuedCall, TwilioLegs
 from ivr.engine import CallState
@@ -103,20 +103,11 @@ class QueueVoice:
         if call.kind == "callback":
             return twiml.callback_confirmed(language)
         settings = self.queues.get(call.queue) or QueueSettings()
-        position = None
-        wait_s = None
-        if (
-            call.state == "waiting"
-            and settings.announce_every_seconds
-            and call.position is not None
-            and self.legs.announcement_due(call_sid, settings.announce_every_seconds)
-        ):
-            position = call.position
-            if settings.announce_wait_time:
-                view = self.acd.queue(call.queue)
-                wait_s = expected_wait_s(
-                    position, view.stats, view.agents_by_status, settings.wrapup_seconds
-                )
+        every_s = settings.announce_every_seconds or 0
+        said = announcement(
+            self.acd, call, settings, lambda: self.legs.announcement_due(call_sid, every_s)
+        )
+        position, wait_s = said if said is not None else (None, None)
         return twiml.waiting(
             self.urls,
             music=settings.hold_music,

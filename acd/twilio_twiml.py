@@ -57,6 +57,19 @@ def phrase(language: str, name: str, **values: object) -> tuple[str, str]:
     return PHRASES[chosen][name].format(**values), twilio_locale(chosen)
 
 
+def announcement_phrases(
+    language: str, position: int, wait_s: int | None, callback_key: str | None = None
+) -> list[tuple[str, str]]:
+    """A waiting caller's position, the expected wait when there is a figure, and the
+    callback key when the queue has one: the sentences (and locales) both transports say."""
+    said = [phrase(language, "position", position=position)]
+    if wait_s is not None:
+        said.append(phrase(language, "wait", minutes=max(1, wait_s // 60)))
+    if callback_key:
+        said.append(phrase(language, "offer_callback", key=callback_key))
+    return said
+
+
 def conference_name(call_id: str) -> str:
     return CONFERENCE_PREFIX + call_id
 
@@ -116,11 +129,8 @@ def waiting(
             action_on_empty_result=False,
         )
     if position is not None:
-        _say(target, language, "position", position=position)
-        if wait_s is not None:
-            _say(target, language, "wait", minutes=max(1, wait_s // 60))
-        if callback_key:
-            _say(target, language, "offer_callback", key=callback_key)
+        for text, locale in announcement_phrases(language, position, wait_s, callback_key):
+            target.say(text, language=locale)
     target.play(urls.ivr.media(music))
     response.redirect(urls.wait(), method="POST")
     return str(response)

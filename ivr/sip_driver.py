@@ -15,6 +15,14 @@ the ACD's offers for it come to this worker's inbox, which the loop drains witho
 blocking. The worker then rings the agent's SIP URI, bridges the two legs' audio once the
 agent answers, and reports answer, no-answer and the end to the ACD, as the Twilio
 webhooks do for Twilio calls.
+
+Around the agent the rules are Twilio's, one shared copy of each: the waiting caller's
+position and expected wait (`acd.estimates.announcement`) interrupt the music every
+`announce_every_seconds`; the recording policy (`recording.policy`) decides whether the
+bridge is recorded (after the queue's consent), each leg into its own file, joined into
+one two-channel WAV off the loop (`ivr.sip_recordings`); when the agent hangs up first, a
+flow that passed a `survey` node goes on into the survey on this worker, as Twilio's
+after-agent turn does, its answers in the same `survey` call-detail events.
 """
 
 from __future__ import annotations
@@ -25,7 +33,7 @@ import hashlib
 import json
 import logging
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -33,7 +41,16 @@ from typing import Protocol
 import redis
 
 from acd import twilio_twiml as twiml_phrases
-from acd.errors import AlreadyAnswered, CallEnded, NotOffered, UnknownAgent, UnknownCall
+from acd.errors import (
+    AcdInvalidInput,
+    AlreadyAnswered,
+    CallEnded,
+    NotOffered,
+    NotWaiting,
+    UnknownAgent,
+    UnknownCall,
+)
+from acd.estimates import announcement
 from acd.results import Offer
 from acd.schemas import DEFAULT_RING_TIMEOUT_S
 from acd.services import AcdService
@@ -58,9 +75,13 @@ from ivr.engine import (
     Turn,
 )
 from ivr.sip_prompts import PromptCache
+from ivr.sip_recordings import BridgedRecording, leg_files
+from ivr.twilio_calls import AFTER_AGENT_STEP, survey_answers
 from ivr.twiml import APOLOGY
 from kokan import logs
+from kokan.config import QueueSettings
 from kokan.db import utcnow
+from recording import policy
 from tickets import cdr
 from tickets.models import Outcome
 
@@ -85,6 +106,9 @@ ACD_MOVED_ON = (UnknownCall, CallEnded, NotOffered, AlreadyAnswered)
 caller is gone): nothing to undo, only to stop the agent's leg."""
 QUEUE_VOICEMAIL = "queue-voicemail"
 """Session mark: the recording under way is the queue's voicemail at the maximum wait."""
+ANNOUNCE_RETRY_S = 15.0
+"""After a failed announcement (Redis or the TTS unreachable), the next try: the shortest
+period a queue announces at, so a passing failure does not silence the rest of the wait."""
 INBOX_POLL_S = 0.05
 """How often the loop looks for offers: an agent rings within 50 ms of the decision, and a
 4-call worker costs Redis 20 pops a second."""
@@ -127,6 +151,9 @@ class Media(Protocol):
 
 KeepVoicemail = Callable[[str, Path, int], None]
 """(call id, WAV file, seconds): hands a finished voicemail to the recording pipeline."""
+KeepCallRecording = Callable[[BridgedRecording], object]
+"""Hands a bridged call's two finished leg recordings to the recording pipeline (what it
+returns, a side thread's future say, is not waited for)."""
 
 
 class Phase(enum.Enum):
@@ -164,11 +191,19 @@ class Session:
     gone: bool = False
     """The caller has hung up: turns still run (a voicemail is kept), nothing is played."""
     queued: bool = False
+    next_announcement: float | None = None
+    """When the waiting caller next hears their position (the queue's announce_every_seconds)."""
     acd_ended: bool = False
     """The ACD has been told the call ended (the agent hung up first)."""
     agent_legs: set[str] = field(default_factory=set)
     agent_leg: str | None = None
     """The agent leg that answered."""
+    call_recording: BridgedRecording | None = None
+    """The bridge is being recorded (each leg into its own file)."""
+    bridge_recorded: bool = False
+    """The bridge's recording has started once: a re-INVITE's new bridge does not restart it."""
+    consent_playing: bool = False
+    """The queue's recording consent plays to the caller; the bridge waits for its end."""
     extra: dict[str, str] = field(default_factory=dict)
 
 
@@ -181,6 +216,8 @@ class AgentLeg:
     call_id: str
     agent_id: str
     deadline: float | None
+    queue: str = ""
+    """The queue the offer came from (its recording policy)."""
     answered: bool = False
     media_up: bool = False
     bridged: bool = False
@@ -220,9 +257,15 @@ class Driver:
         handoff: SipHandoff | None = None,
         worker_id: str = "",
         ring_timeout: Callable[[str], float] = lambda _queue: DEFAULT_RING_TIMEOUT_S,
+        queues: Mapping[str, QueueSettings] | None = None,
+        survey_by_sms: bool = False,
+        keep_call_recording: KeepCallRecording | None = None,
     ) -> None:
         """`handoff` + `worker_id`: where this worker's offers arrive (none: queued callers
-        only hear music); `ring_timeout(queue)`: how long an agent rings."""
+        only hear music); `ring_timeout(queue)`: how long an agent rings; `queues`: the
+        configured queues (position announcements, recording policy); `survey_by_sms`: no
+        voice survey after the agent (tickets.sms_survey sends it as texts), as on Twilio;
+        `keep_call_recording`: where recorded bridges go (none: bridges are not recorded)."""
         self.engine = engine
         self.store = store
         self.media = media
@@ -236,6 +279,9 @@ class Driver:
         self.handoff = handoff
         self.worker_id = worker_id
         self.ring_timeout = ring_timeout
+        self.queues: Mapping[str, QueueSettings] = queues or {}
+        self.survey_by_sms = survey_by_sms
+        self.keep_call_recording = keep_call_recording
         self.sessions: dict[str, Session] = {}
         self.agents: dict[str, AgentLeg] = {}
         self._next_poll = 0.0
@@ -312,6 +358,9 @@ class Driver:
         key = key.upper()
         if session is None or key not in DTMF_KEYS:
             return
+        if session.phase == Phase.HOLDING:
+            self._holding_key(session, key)
+            return
         if session.phase == Phase.PROMPTING and isinstance(session.then, Listen):
             if session.then.digits:  # barge-in: a key stops the prompt, as in Twilio's Gather
                 self.media.stop_audio(leg)
@@ -338,6 +387,12 @@ class Driver:
         if session is not None and session.phase == Phase.HOLDING:
             self._hold_next(session)
             return
+        if session is not None and session.consent_playing:
+            session.consent_playing = False
+            bridged = self.agents.get(session.agent_leg or "")
+            if bridged is not None:
+                self._bridge_when_ready(bridged)
+            return
         if session is None or session.phase != Phase.PROMPTING:
             return
         following = session.then
@@ -362,6 +417,10 @@ class Driver:
                 self._advance(session, event)
             elif session.phase == Phase.RECORDING:
                 self._finish_recording(session)
+        for session in list(self.sessions.values()):
+            due = session.next_announcement
+            if due is not None and now >= due and session.phase == Phase.HOLDING:
+                self._announce(session)
         for agent in list(self.agents.values()):
             if agent.deadline is not None and now >= agent.deadline and not agent.answered:
                 agent.deadline = None
@@ -414,6 +473,7 @@ class Driver:
                 self._finish_recording(session)  # a hang-up ends a voicemail, as on Twilio
             session.phase = Phase.ENDED
             session.deadline = None
+            self._stop_call_recording(session, session.agent_leg)
             self._end_record(session)
             for agent_leg in list(session.agent_legs):
                 self._drop_agent(agent_leg)  # a ringing agent's leg is cancelled
@@ -531,6 +591,41 @@ class Driver:
             session.phase = Phase.PROMPTING
             self.media.play(session.leg, [self.prompts.beep()])
 
+    def _holding_key(self, session: Session, key: str) -> None:
+        """A key while waiting: the queue's callback key keeps the caller's place and lets
+        them go (as Twilio's hold loop does); any other key changes nothing."""
+        if self.acd is None or not _waiting(session):
+            return
+        token = logs.call_id_var.set(session.call_id)
+        try:
+            call = self.acd.call(session.call_id)
+            settings = self.queues.get(call.queue)
+            if settings is None or not settings.callback_key or key != settings.callback_key:
+                return
+            try:
+                position = self.acd.request_callback(session.call_id, session.caller)
+            except (NotWaiting, AcdInvalidInput) as exc:
+                log.info("callback not taken: %s", exc.message)
+                return
+            log.info("caller asked for a callback, keeping place %s", position)
+            session.next_announcement = None
+            try:  # the call's record, and the `callback.scheduled` proactive message
+                identity = self._identity(session)
+                cdr.append(
+                    self.redis, "outcome", identity, utcnow(), outcome=Outcome.CALLBACK.value
+                )
+            except Exception:
+                log.exception("could not record the callback outcome")
+            if self.handoff is not None:
+                self.handoff.release(session.call_id)  # the ACD's dialer calls them back
+            language = session.state.language if session.state else settings.language
+            text, _locale = twiml_phrases.phrase(language, "callback_confirmed")
+            self._say_then_hang_up(session, Say(text=text, language=language))
+        except ACD_MOVED_ON:
+            return
+        finally:
+            logs.call_id_var.reset(token)
+
     def _say_then_hang_up(self, session: Session, say: Say) -> None:
         self.media.stop_audio(session.leg)
         session.extra.pop("loop", None)
@@ -559,9 +654,9 @@ class Driver:
             return
         ring_s = self.ring_timeout(offer.queue)
         for agent_id in offer.agents:
-            self._ring(session, agent_id, ring_s)
+            self._ring(session, agent_id, ring_s, offer.queue)
 
-    def _ring(self, session: Session, agent_id: str, ring_s: float) -> None:
+    def _ring(self, session: Session, agent_id: str, ring_s: float, queue: str) -> None:
         acd = self._acd()
         try:
             uri = acd.agent(agent_id).contact.get("sip_uri")
@@ -578,7 +673,7 @@ class Driver:
             self._no_answer(session.call_id, agent_id)
             return
         self.agents[leg] = AgentLeg(
-            leg, session.leg, session.call_id, agent_id, self.clock() + ring_s
+            leg, session.leg, session.call_id, agent_id, self.clock() + ring_s, queue
         )
         session.agent_legs.add(leg)
         log.info("ringing agent %s at %s for up to %s s", agent_id, uri, ring_s)
@@ -614,7 +709,33 @@ class Driver:
             pipe.execute()
         except Exception:
             log.exception("could not record the answer")
+        self._say_consent(session, agent.queue)
         self._bridge_when_ready(agent)
+
+    def _say_consent(self, session: Session, queue: str) -> None:
+        """The queue's recording consent, said to the caller before the bridge when the
+        call may be recorded and the flow did not say its own (recording.policy, as the
+        Twilio bridge does); the agent hears the caller once it has been said."""
+        outcome = (session.state.outcome if session.state else None) or {}
+        flow_mode = outcome.get("recording")
+        if flow_mode is not None or not session.media_up:
+            return
+        settings = self.queues.get(queue)
+        if not policy.may_record(policy.effective_mode(None, settings)):
+            return
+        language = session.state.language if session.state else twiml_phrases.FALLBACK_LANGUAGE
+        consent = policy.queue_consent(settings, language)
+        if consent is None:
+            return
+        text, said_in = consent
+        try:
+            spoken = self.prompts.spoken(text, said_in)
+        except Exception:
+            log.exception("could not speak the recording consent; bridging without it")
+            return
+        session.consent_playing = True
+        self.media.play(session.leg, [spoken])
+        log.info("saying the queue's recording consent before the bridge")
 
     def _bridge_when_ready(self, agent: AgentLeg) -> None:
         """The agent answered and both legs' media are up: connect them."""
@@ -626,11 +747,58 @@ class Driver:
             or session is None
             or not session.media_up
             or session.gone
+            or session.consent_playing
         ):
             return
         self.media.bridge(session.leg, agent.leg)
         agent.bridged = True
         log.info("caller and agent %s bridged", agent.agent_id)
+        if not session.bridge_recorded and self._records(session, agent.queue):
+            session.bridge_recorded = True
+            self._start_call_recording(session, agent)
+
+    def _records(self, session: Session, queue: str) -> bool:
+        """The flow's policy, else the queue's (recording.policy), as for Twilio calls:
+        `always` records from the bridge. `on_demand` (started through the API) is not
+        offered over SIP yet: such calls are not recorded."""
+        if self.keep_call_recording is None:
+            return False
+        outcome = (session.state.outcome if session.state else None) or {}
+        flow_mode = outcome.get("recording")
+        mode = policy.effective_mode(
+            flow_mode if isinstance(flow_mode, str) else None, self.queues.get(queue)
+        )
+        return mode == policy.ALWAYS
+
+    def _start_call_recording(self, session: Session, agent: AgentLeg) -> None:
+        """Each leg into its own mono file from this same loop turn (pjsua records mono);
+        a failure is logged and the conversation goes on unrecorded."""
+        caller_file, agent_file = leg_files(self.recordings_dir, session.call_id)
+        try:
+            self.media.start_recording(session.leg, caller_file)
+            self.media.start_recording(agent.leg, agent_file)
+        except Exception:
+            log.exception("could not start recording the call")
+            self.media.stop_recording(session.leg)
+            self.media.stop_recording(agent.leg)
+            return
+        session.call_recording = BridgedRecording(
+            session.call_id, caller_file, agent_file, agent.agent_id, agent.queue
+        )
+        log.info("recording the call (caller and agent %s)", agent.agent_id)
+
+    def _stop_call_recording(self, session: Session, agent_leg: str | None) -> None:
+        """The bridge ended: close both files and hand them over (once)."""
+        recorded, session.call_recording = session.call_recording, None
+        if recorded is None or self.keep_call_recording is None:
+            return
+        self.media.stop_recording(session.leg)
+        if agent_leg is not None:
+            self.media.stop_recording(agent_leg)
+        try:
+            self.keep_call_recording(recorded)
+        except Exception:
+            log.exception("could not hand the call's recording to the recording pipeline")
 
     def _agent_gone(self, agent: AgentLeg, status: int) -> None:
         session = self.sessions.get(agent.caller_leg)
@@ -643,11 +811,59 @@ class Driver:
             return
         if session is None or session.gone:
             return
-        log.info("agent %s hung up; ending the call", agent.agent_id)
+        self._stop_call_recording(session, agent.leg)
         session.agent_leg = None
+        session.consent_playing = False
         self._acd_hangup(session)
+        if self._survey_after_agent(session):
+            log.info("agent %s hung up; the caller continues into the survey", agent.agent_id)
+            return
+        log.info("agent %s hung up; ending the call", agent.agent_id)
         session.phase = Phase.ENDING
         self.media.hang_up(session.leg)
+
+    def _survey_after_agent(self, session: Session) -> bool:
+        """The agent left first: the survey a `survey` node chose goes on, on the same call
+        and worker, stored as Twilio's after-agent turn is (its own step key, so it runs
+        once). False: no survey (none chosen, surveys go by SMS, or it cannot start)."""
+        state = session.state
+        if (
+            not self.accepting  # shutting down: every call is being hung up
+            or session.failed  # the fallback's state is not the flow's
+            or state is None
+            or not state.survey
+            or self.survey_by_sms
+        ):
+            return False
+        try:
+            claim = self.store.claim(session.call_id, AFTER_AGENT_STEP)
+            if claim.token is None or claim.state is None:
+                return False
+            try:
+                turn = self.engine.start_survey(claim.state)
+            except Exception:
+                self.store.release(session.call_id, claim.token)
+                raise
+            if turn is None:
+                self.store.release(session.call_id, claim.token)
+                return False
+            self.store.save(
+                turn.state,
+                AFTER_AGENT_STEP,
+                _summary(turn.actions),
+                claim.token,
+                also=self._call_events(session, state=turn.state),
+            )
+        except Exception:
+            log.exception("could not start the survey; saying goodbye")
+            return False
+        session.state = turn.state
+        session.phase = Phase.PROMPTING
+        session.extra.pop("loop", None)
+        self._after_turn(session, turn)
+        session.pending = turn.actions
+        self._perform_when_ready(session)
+        return True
 
     def _agent_not_reached(self, agent: AgentLeg) -> None:
         """Busy, declined, rang out, unreachable: the call goes back in line (the router
@@ -832,7 +1048,7 @@ class Driver:
         session.phase = Phase.HOLDING
         session.then = enqueue
         music = self.hold_music(enqueue.queue)
-        files = list(prompts)
+        files = list(prompts) + self._announcement(session)
         if music:
             try:
                 files.append(self.prompts.file(music))
@@ -845,6 +1061,55 @@ class Driver:
         else:
             self.media.play(session.leg, files)
             session.extra["loop"] = str(files[-1]) if music else ""
+
+    def _announcement(self, session: Session) -> list[Path]:
+        """The caller's position and expected wait as audio, as Twilio's hold loop says
+        them (acd.estimates.announcement), and when the next one is due; nothing when the
+        queue does not announce or the call is not waiting. Never raises: a caller who
+        cannot be told their position still hears the music."""
+        session.next_announcement = None
+        if self.acd is None or session.gone or session.agent_leg is not None:
+            return []
+        token = logs.call_id_var.set(session.call_id)
+        try:
+            call = self.acd.call(session.call_id)
+            settings = self.queues.get(call.queue) or QueueSettings()
+            said = announcement(self.acd, call, settings, lambda: True)
+            if said is None:
+                return []
+            every_s = settings.announce_every_seconds or 0
+            session.next_announcement = self.clock() + every_s
+            position, wait_s = said
+            language = session.state.language if session.state else settings.language
+            phrases = twiml_phrases.announcement_phrases(
+                language, position, wait_s, settings.callback_key
+            )
+            files = [self.prompts.spoken(text, locale) for text, locale in phrases]
+            log.info("announcing: %s", " ".join(text for text, _locale in phrases))
+            return files
+        except ACD_MOVED_ON:
+            return []
+        except Exception:
+            log.exception("could not announce the caller's position; the music goes on")
+            session.next_announcement = self.clock() + ANNOUNCE_RETRY_S
+            return []
+        finally:
+            logs.call_id_var.reset(token)
+
+    def _announce(self, session: Session) -> None:
+        """Time for the next announcement: it interrupts the music, which then goes on."""
+        files = self._announcement(session)
+        if not files:
+            return
+        then = session.then
+        music = self.hold_music(then.queue) if isinstance(then, Enqueue) else None
+        session.extra["loop"] = ""
+        if music:
+            try:
+                session.extra["loop"] = str(self.prompts.file(music))
+            except Exception:
+                log.exception("hold music %s cannot be played", music)
+        self.media.play(session.leg, files)
 
     def _hold_next(self, session: Session) -> None:
         """A queued caller's prompts ended: the music goes on in a loop."""
@@ -884,9 +1149,12 @@ class Driver:
         identity = self._identity(session)
         outcome = (state.outcome if state is not None else None) or {}
         kind = outcome.get("kind")
+        answers = survey_answers(state) if state is not None else {}
         now = utcnow()
 
         def send(pipe: redis.client.Pipeline) -> None:
+            if answers:  # every turn: answers given before a hang-up are kept
+                cdr.append(pipe, "survey", identity, now, answers=json.dumps(answers))
             if arrived:
                 cdr.append(pipe, "arrived", identity, now)
             if kind == "queued":

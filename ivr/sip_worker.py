@@ -31,6 +31,7 @@ from ivr.sip_adapter import SipEndpoint
 from ivr.sip_driver import PROVIDER, Driver
 from ivr.sip_pool import PoolMember, PoolRegistry, PoolReporter
 from ivr.sip_prompts import PromptCache
+from ivr.sip_recordings import keep_bridged_recording
 from ivr.twiml import APOLOGY
 from kokan import logs
 from kokan.config import Settings
@@ -78,6 +79,11 @@ class SipWorker:
             handoff=SipHandoff(client, acd.keys.prefix) if acd is not None else None,
             worker_id=self.worker_id,
             ring_timeout=self._ring_timeout,
+            queues=settings.queues,
+            survey_by_sms=settings.tickets.sms_survey.mode == "always",
+            keep_call_recording=lambda recorded: self._keeper.submit(
+                keep_bridged_recording, settings, database, client, recorded
+            ),
         )
         self.endpoint.driver = self.driver
         self.pool = PoolReporter(PoolRegistry(client), self.pool_member)

@@ -37,6 +37,17 @@ OUTCOMES = {
 log = logging.getLogger(__name__)
 
 
+def survey_answers(state: CallState) -> dict[str, str]:
+    """The survey scores given so far on a call in its voice survey, for the `survey`
+    call-detail event (both transports send it every turn, so answers given before a
+    hang-up are kept)."""
+    return {
+        name: str(state.variables[name])[:8]
+        for name in SURVEY_SCORES
+        if state.surveying and state.variables.get(name) not in (None, "")
+    }
+
+
 @dataclass(frozen=True)
 class IncomingCall:
     call_sid: str
@@ -200,11 +211,7 @@ class VoiceService:
         )
         outcome = state.outcome or {}
         kind = outcome.get("kind")
-        answers = {
-            name: str(state.variables[name])[:8]
-            for name in SURVEY_SCORES
-            if state.surveying and state.variables.get(name) not in (None, "")
-        }
+        answers = survey_answers(state)
         if not arrived and kind is None and not answers:
             return None
         now = utcnow()

@@ -68,12 +68,37 @@ def cli(ctx: click.Context, config_file: Path | None) -> None:
 @click.option("--data-dir", type=click.Path(path_type=Path), default=None)
 @click.option("--host", default=None, help="address the web server listens on")
 @click.option("--port", type=int, default=None, help="port the web server listens on")
+@click.option("--sip-host", default=None, help="address the SIP endpoint binds to and publishes")
+@click.option("--sip-port", type=int, default=None, help="SIP port (UDP and TCP)")
+@click.option(
+    "--sip/--no-sip",
+    "sip_enabled",
+    default=None,
+    help="start the SIP endpoint (default sip.enabled, on)",
+)
 @click.pass_context
-def serve(ctx: click.Context, data_dir: Path | None, host: str | None, port: int | None) -> None:
-    """Run everything in one process tree: embedded Redis (unless REDIS_URL), web, worker."""
+def serve(
+    ctx: click.Context,
+    data_dir: Path | None,
+    host: str | None,
+    port: int | None,
+    sip_host: str | None,
+    sip_port: int | None,
+    sip_enabled: bool | None,
+) -> None:
+    """Run everything in one process tree: embedded Redis (unless REDIS_URL), web, workers
+    and the SIP endpoint."""
     from kokan.serve import Supervisor
 
-    loaded = _load(ctx, data_dir=data_dir, host=host, port=port)
+    overrides = {
+        "data_dir": data_dir,
+        "host": host,
+        "port": port,
+        "sip.host": sip_host,
+        "sip.port": sip_port,
+        "sip.enabled": sip_enabled,
+    }
+    loaded = _load(ctx, **overrides)
     state: CliState = ctx.ensure_object(CliState)
     sys.exit(Supervisor(loaded=loaded, config_file=state.config_file).run())
 

@@ -617,6 +617,13 @@ SIP_HIGHEST_PORT = 65535
 class SipSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
+    enabled: bool = Field(
+        default=True,
+        description=(
+            "`kokan serve` starts the SIP endpoint (`kokan sip`) beside the web server; "
+            "off where SIP runs elsewhere or not at all"
+        ),
+    )
     host: str = Field(default="127.0.0.1", description="address the SIP endpoint binds to")
     port: Whole = Field(
         default=SIP_DEFAULT_PORT, ge=1, le=65535, description="SIP port, UDP and TCP"

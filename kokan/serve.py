@@ -1,16 +1,19 @@
-"""`kokan serve`: one supervisor that owns the embedded Redis, the web server and the worker.
+"""`kokan serve`: one supervisor that owns the embedded Redis, the web server, the workers
+and the SIP endpoint.
 
 Children run in their own sessions (a terminal's Ctrl-C reaches only the supervisor,
-which stops them in order: web, worker, then Redis) and with a parent-death signal, so
-even a SIGKILLed supervisor leaves no orphan behind.
+which stops them in order: web, workers and the SIP endpoint side by side, then Redis)
+and with a parent-death signal, so even a SIGKILLed supervisor leaves no orphan behind.
 """
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -24,7 +27,7 @@ from types import FrameType
 from admin.models import Role
 from admin.services import count_users, create_user
 from kokan import migrate
-from kokan.config import CONFIG_ENV, LoadedConfig, mask_url
+from kokan.config import CONFIG_ENV, LoadedConfig, SipSettings, mask_url
 from kokan.db import Database
 from kokan.embedded_redis import EmbeddedRedis, EmbeddedRedisError, parent_death_signal
 from kokan.metrics import MULTIPROC_ENV
@@ -140,6 +143,8 @@ class Supervisor:
         try:
             check_port_free(settings.host, settings.port)
             check_port_free(settings.host, settings.effective_live_port)
+            if settings.sip.enabled:
+                check_sip_ports_free(settings.sip)
             database = Database(settings.effective_database_url)
             check_database(database, self.loaded)
             if settings.redis_url:
@@ -161,8 +166,8 @@ class Supervisor:
             base = f"http://{_url_host(settings.host)}:{settings.port}"
             if self._wait_for_web(base):
                 print(
-                    f"Kokan is serving on {base} "
-                    f"(data folder {data_dir}, Redis {mask_url(redis_url)}); Ctrl-C stops it",
+                    f"Kokan is serving on {base} ({self._sip_part()}data folder {data_dir}, "
+                    f"Redis {mask_url(redis_url)}); Ctrl-C stops it",
                     flush=True,
                 )
             return self._supervise()
@@ -250,9 +255,21 @@ class Supervisor:
                 live_command(settings.host, settings.effective_live_port, settings.live_threads),
             ),
         ]
+        if settings.sip.enabled:
+            self.children.append(Child("sip", sip_command(settings.sip)))
         for child in self.children:
             child.start(env)
             log.info("started %s (pid %s)", child.name, child.process.pid if child.process else "?")
+
+    def _sip_part(self) -> str:
+        """Where callers dial in, for the serving line (the SIP child may still be starting:
+        pjsua answers within a second or two of the web server)."""
+        sip = self.loaded.settings.sip
+        if not sip.enabled:
+            return ""
+        last = sip.port + sip.workers - 1
+        ports = str(sip.port) if last == sip.port else f"{sip.port}-{last}"
+        return f"SIP on {sip.host}:{ports}, "
 
     def _wait_for_web(self, base: str) -> bool:
         deadline = time.monotonic() + WEB_READY_TIMEOUT_S
@@ -325,3 +342,50 @@ def live_command(host: str, port: int, threads: int) -> list[str]:
         "--timeout",
         str(LIVE_WORKER_TIMEOUT_S),
     )
+
+
+def sip_command(sip: SipSettings) -> list[str]:
+    """`kokan sip` with the effective SIP settings as options: the child reads the same
+    config file, but `kokan serve --sip-host/--sip-port` exist only on this command line.
+    One worker (the default) holds 4 calls; `sip.workers` above 1 makes it a pool."""
+    return [
+        sys.executable,
+        "-m",
+        "kokan",
+        "sip",
+        "--sip-host",
+        sip.host,
+        "--sip-port",
+        str(sip.port),
+        "--rtp-port",
+        str(sip.rtp_port),
+        "--workers",
+        str(sip.workers),
+    ]
+
+
+def check_sip_ports_free(sip: SipSettings) -> None:
+    """Before anything starts: every SIP port of the endpoint (one per worker) free for UDP
+    and TCP, as pjsua listens on both. A taken port is named with the settings that move
+    it; otherwise the SIP child would refuse to start after everything else had."""
+    for port in range(sip.port, sip.port + sip.workers):
+        for kind, transport in ((socket.SOCK_DGRAM, "UDP"), (socket.SOCK_STREAM, "TCP")):
+            try:
+                infos = socket.getaddrinfo(sip.host, port, type=kind)
+            except socket.gaierror as exc:
+                raise StartupError(
+                    f"sip.host {sip.host!r}: cannot resolve it ({exc.strerror})"
+                ) from None
+            family, _kind, proto, _name, address = infos[0]
+            with socket.socket(family, kind, proto) as probe:
+                if kind == socket.SOCK_STREAM:  # a closing connection's TIME_WAIT is no owner
+                    probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                try:
+                    probe.bind(address)
+                except OSError as exc:
+                    taken = exc.errno == errno.EADDRINUSE
+                    reason = "is already in use" if taken else f"cannot be used ({exc.strerror})"
+                    raise StartupError(
+                        f"SIP port {port} ({transport}) on {sip.host} {reason}; choose another "
+                        "with --sip-port (sip.port) or start without SIP (--no-sip)"
+                    ) from None

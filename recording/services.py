@@ -387,9 +387,35 @@ def voicemail_recorded_locally(
     path: Path,
     retry: Retry | None = None,
 ) -> RecordingReceived:
-    """Keep a voicemail a SIP media worker recorded itself: nothing to fetch, so the row is
-    stored at once (once per `recording_id`), the file moved under its key, and the
-    conversion job enqueued (unless `recordings_queue` is None: post-processing is off).
+    """Keep a voicemail a SIP media worker recorded itself (see `recorded_locally`)."""
+    return recorded_locally(
+        database,
+        recordings_queue,
+        storage,
+        provider_call_id=provider_call_id,
+        recording_id=recording_id,
+        path=path,
+        retry=retry,
+    )
+
+
+def recorded_locally(
+    database: Database,
+    recordings_queue: Queue | None,
+    storage: Storage,
+    *,
+    provider_call_id: str,
+    recording_id: str,
+    path: Path,
+    retry: Retry | None = None,
+    kind: RecordingKind = RecordingKind.VOICEMAIL,
+    agent_id: str | None = None,
+    queue: str | None = None,
+) -> RecordingReceived:
+    """Keep a recording a SIP media worker made itself (a voicemail, or a bridged call's
+    two-channel WAV with its agent and queue): nothing to fetch, so the row is stored at
+    once (once per `recording_id`), the file moved under its key, and the conversion job
+    enqueued (unless `recordings_queue` is None: post-processing is off).
 
     Raises RecordingEmpty / RecordingCorrupt for a file with no whole audio; it is left
     where it is.
@@ -406,8 +432,10 @@ def voicemail_recorded_locally(
                 provider=PROVIDER_SIP,
                 provider_call_id=provider_call_id,
                 provider_recording_id=recording_id,
-                kind=RecordingKind.VOICEMAIL,
+                kind=kind,
                 status=RecordingStatus.STORED,
+                agent_id=agent_id,
+                queue=queue,
                 duration_ms=info.duration_ms,
                 channels=info.channels,
                 size_bytes=path.stat().st_size,
@@ -433,5 +461,5 @@ def voicemail_recorded_locally(
     enqueued = recordings_queue is not None and enqueue_processing(
         recordings_queue, stored_id, retry
     )
-    log.info("SIP voicemail %s stored as recording %s", recording_id, stored_id)
+    log.info("SIP %s %s stored as recording %s", kind.value, recording_id, stored_id)
     return RecordingReceived(stored_id, created=True, enqueued=enqueued)

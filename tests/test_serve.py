@@ -28,9 +28,11 @@ from argon2 import PasswordHasher
 from rq import Worker
 
 from admin.services import find_user
+from kokan.config import SIP_MAX_CALLS
 from kokan.db import Database
 from kokan.redis_conn import connect
 from tests.conftest import DatabaseFactory, clean_environ, run_kokan, short_tmp_dir
+from tests.sip_peers import RTP_PORTS, SIP_PORTS, free_port_run, sip_options_answered
 
 pytestmark = pytest.mark.slow
 
@@ -43,6 +45,9 @@ SERVING_LINE = "Kokan is serving on"
 DEMO_ADMIN_LINE = "Demo admin created"
 ONE_TIME_PASSWORD = re.compile(r"one-time password '([^']+)'")
 RESERVED_PORTS = {8080, 6379}
+SIP_READY_DEADLINE_S = 30.0
+"""The SIP child imports Kokan and pjsua and speaks its apology prompt once before it
+listens; on a busy machine that takes several seconds after the web server answers."""
 
 
 def free_port() -> int:
@@ -106,6 +111,7 @@ class Served:
     root: Path
     data_dir: Path
     port: int
+    sip_port: int
     stdout_path: Path
     stderr_path: Path
     seen: dict[int, psutil.Process] = field(default_factory=dict)
@@ -138,6 +144,18 @@ class Served:
                 pytest.fail(f"kokan serve exited with {self.process.returncode}{self._context()}")
             time.sleep(POLL_S)
         pytest.fail(f"no {SERVING_LINE!r} line within {START_DEADLINE_S:.0f} s{self._context()}")
+
+    def wait_sip_answers(self) -> str:
+        """Poll the SIP port with OPTIONS until the endpoint answers; its status line."""
+        deadline = time.monotonic() + SIP_READY_DEADLINE_S
+        while time.monotonic() < deadline:
+            answer = sip_options_answered(self.sip_port)
+            if answer is not None:
+                return answer
+            if self.process.poll() is not None:
+                pytest.fail(f"kokan serve exited with {self.process.returncode}{self._context()}")
+            time.sleep(POLL_S)  # a closed UDP port refuses at once
+        pytest.fail(f"no SIP answer on port {self.sip_port}{self._context()}")
 
     def wait_ready(self) -> dict[str, object]:
         """The serving line, then /readyz 200: returns the readiness body."""
@@ -220,14 +238,17 @@ def _start_serve(
 ) -> Served:
     data_dir = data_dir or root / "var"
     port = port or free_port()
+    sip_port = free_sip_port()
     run = len(started)
     stdout_path, stderr_path = root / f"serve-{run}.out", root / f"serve-{run}.err"
     full_env = clean_environ()
     full_env["KOKAN_LIVE_PORT"] = str(free_port())  # not port + 1: that one may be taken
+    # the SIP child's RTP range of its own, away from 40000 and from parallel tests
+    full_env["KOKAN_SIP__RTP_PORT"] = str(free_port_run(2 * SIP_MAX_CALLS, *RTP_PORTS, tcp=False))
     full_env.update(env)
     with stdout_path.open("wb") as stdout, stderr_path.open("wb") as stderr:
         process = subprocess.Popen(
-            [sys.executable, "-m", "kokan", *serve_args(data_dir, port)],
+            [sys.executable, "-m", "kokan", *serve_args(data_dir, port, sip_port)],
             cwd=root,
             env=full_env,
             stdin=subprocess.DEVNULL,
@@ -235,7 +256,7 @@ def _start_serve(
             stderr=stderr,
             start_new_session=True,  # its own process group: Ctrl-C is a killpg on it
         )
-    served = Served(process, root, data_dir, port, stdout_path, stderr_path)
+    served = Served(process, root, data_dir, port, sip_port, stdout_path, stderr_path)
     started.append(served)
     return served
 
@@ -288,8 +309,15 @@ def assert_one_clear_error(result: subprocess.CompletedProcess[str], *fragments:
     return line
 
 
-def serve_args(data_dir: Path | str, port: int) -> tuple[str, ...]:
-    return ("serve", "--data-dir", str(data_dir), "--port", str(port))
+def free_sip_port() -> int:
+    return free_port_run(1, *SIP_PORTS, tcp=True)
+
+
+def serve_args(data_dir: Path | str, port: int, sip_port: int | None = None) -> tuple[str, ...]:
+    """A SIP port of its own too: the default 5060 may be in use on the machine, or by a
+    parallel test, and the SIP pre-flight check would refuse the start."""
+    sip_port = sip_port or free_sip_port()
+    return ("serve", "--data-dir", str(data_dir), "--port", str(port), "--sip-port", str(sip_port))
 
 
 # --- a running Kokan -----------------------------------------------------------------
@@ -322,6 +350,17 @@ def test_serve_runs_redis_server_on_a_unix_socket_in_the_data_folder(running: Se
         assert client.ping() is True
     finally:
         client.close()
+
+
+def test_serve_opens_the_sip_endpoint_on_its_sip_port(running: Served) -> None:
+    assert f"(SIP on 127.0.0.1:{running.sip_port}, data folder" in running.wait_serving()
+
+    assert running.wait_sip_answers() == "SIP/2.0 200 OK"
+    commands = describe(running.tree())
+    sip_children = [c for c in commands if " -m kokan sip " in c]
+    assert len(sip_children) == 1, commands
+    assert f"--sip-port {running.sip_port} " in sip_children[0]
+    assert sip_children[0].endswith("--workers 1"), "the embedded default: one worker"
 
 
 def test_serve_runs_a_worker_that_answers_the_self_check(running: Served) -> None:
@@ -427,11 +466,15 @@ def test_a_stop_signal_ends_every_process(
     assert any(c.endswith("-m kokan router") for c in commands), commands
     assert any(c.endswith("-m kokan cron") for c in commands), commands
     assert any("gthread" in c for c in commands), "the live updates' threaded gunicorn"
-    pids = [p.pid for p in tree]
+    served.wait_sip_answers()
+    assert any(" -m kokan sip " in c for c in describe(served.tree())), commands
+    pids = [p.pid for p in served.tree()]
 
     stop(served)
 
     assert served.wait_exit() == 0, served.stderr()[-4000:]
+    assert "SIP endpoint stopped" in served.stderr(), "pjsua hung up and shut down in order"
+    assert sip_options_answered(served.sip_port) is None
     alive = wait_all_gone(pids)
     assert alive == [], describe([psutil.Process(pid) for pid in alive if psutil.pid_exists(pid)])
     assert processes_of(served.data_dir) == []
@@ -471,11 +514,13 @@ def test_serve_with_redis_url_uses_it_and_leaves_it_running(
     redis_url: str,
     redis_client: redis.Redis,
 ) -> None:
-    served = start_serve({**serve_env, "REDIS_URL": redis_url})
+    served = start_serve({**serve_env, "REDIS_URL": redis_url, "KOKAN_SIP__ENABLED": "false"})
     served.wait_ready()
     assert f"Redis {redis_url})" in served.wait_serving()
+    assert "SIP on" not in served.wait_serving()
     commands = describe(served.tree())
     assert not any("redis-server" in c for c in commands), commands
+    assert not any(" -m kokan sip " in c for c in commands), "sip.enabled: false starts none"
     assert not (served.data_dir / "redis").exists()
 
     served.process.send_signal(signal.SIGTERM)
@@ -508,6 +553,22 @@ def test_a_port_already_taken_is_refused(workdir: Path, serve_env: dict[str, str
 
     assert_one_clear_error(result, f"port {port}", "127.0.0.1", "already in use")
     assert processes_of(workdir) == []
+
+
+def test_a_sip_port_already_taken_is_refused(workdir: Path, serve_env: dict[str, str]) -> None:
+    sip_port = free_sip_port()
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as taken:
+        taken.bind(("127.0.0.1", sip_port))
+
+        result = run_kokan(
+            *serve_args(workdir / "var", free_port(), sip_port), env=serve_env, cwd=workdir
+        )
+
+    assert_one_clear_error(
+        result, f"SIP port {sip_port} (UDP)", "127.0.0.1", "already in use", "--sip-port"
+    )
+    assert processes_of(workdir) == []
+    assert not (workdir / "var" / "redis").exists(), "Redis must not start before the checks"
 
 
 def test_an_unreachable_redis_url_is_refused(workdir: Path, serve_env: dict[str, str]) -> None:

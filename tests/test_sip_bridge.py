@@ -14,7 +14,7 @@ import subprocess
 import threading
 import time
 import wave
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,6 +28,8 @@ from acd.events import EventLog
 from acd.runtime import apply_config
 from acd.services import AcdService
 from acd.sip_handoff import ALIVE_TTL_S, OWNER_KEY
+from ivr.publishing import publish
+from ivr.validator import CheckContext
 from kokan.config import Settings
 from kokan.db import Database
 from recording.models import Recording, RecordingStatus
@@ -39,6 +41,8 @@ from tests.test_sip_calls import (
     KOKAN,
     POLL_S,
     SCENARIOS,
+    Key,
+    _keys_xml,
     _require_espeak,
     _require_sipp,
     fill,
@@ -70,6 +74,9 @@ CALL_MS = 7000
 """The caller hangs up this long after the answer: the bridge is up well within it."""
 MAX_WAIT_S = 10
 """The shortest maximum wait a queue takes."""
+WORKER_START_S = 60.0
+"""`kokan sip` imports Kokan, speaks its apology and starts pjsua in a second or two; on a
+2-core machine shared with a SIP benchmark that took over 15 s."""
 WRAPUP_S = 120
 """Longer than the test: the agent is still in wrap-up when it is checked."""
 
@@ -227,7 +234,10 @@ def start_floor(
         *,
         available: bool = True,
         queue: dict[str, Any] | None = None,
+        flow: str = BRIDGE_FLOW,
+        flows: dict[str, str] | None = None,
     ) -> Floor:
+        """`flow`: the published main flow; `flows`: other flows it names (a survey...)."""
         flows_dir = tmp_path / "flows"
         (flows_dir / "prompts").mkdir(parents=True)
         (flows_dir / "prompts" / "hold.wav").write_bytes(
@@ -255,7 +265,12 @@ def start_floor(
         config_file = tmp_path / "config.yaml"
         config_file.write_text(yaml.safe_dump(config), encoding="utf-8")
         floor_settings = Settings.model_validate(config)
-        publish_flow(database, floor_settings, BRIDGE_FLOW)
+        for name, source in (flows or {}).items():
+            (flows_dir / f"{name}.yaml").write_text(source, encoding="utf-8")
+            context = CheckContext.for_directory(flows_dir, ["billing"])
+            with database.unit_of_work() as session:
+                publish(session, name, source, f"flows/{name}.yaml", context, by="test")
+        publish_flow(database, floor_settings, flow)
         acd = AcdService(redis_client)
         apply_config(acd, floor_settings)  # as the router does at its start
         for agent_id in agents:
@@ -283,6 +298,7 @@ def start_floor(
                 or any(p.poll() is not None for p in processes)
             ),
             "the SIP worker to start",
+            deadline_s=WORKER_START_S,
         )
         assert all(p.poll() is None for p in processes), floor.output()
         return floor
@@ -326,14 +342,20 @@ def start_call(
     *,
     scenario: str = "call.xml",
     hold_ms: int = CALL_MS,
+    keys: Sequence[Key] = (),
+    speak: bool = True,
 ) -> Caller:
-    """A caller who speaks a tone from the answer on; with call.xml they hang up `hold_ms`
-    later, with kokan_hangs_up.xml they wait for Kokan's BYE."""
+    """A caller who speaks a tone from the answer on (unless not `speak`) and presses
+    `keys`; with call.xml they hang up `hold_ms` later, with kokan_hangs_up.xml they wait
+    for Kokan's BYE. A caller with keys does not speak: measured here, sipp plays no
+    pcap (the keys) in a call after the `exec command` that tells the test Kokan's RTP
+    port."""
     port_file = tmp_path / "kokan-rtp-port"
     voice = (SCENARIOS / "caller_voice.xml").read_text(encoding="utf-8")
     filled = tmp_path / f"caller-{scenario}"
     text = (SCENARIOS / scenario).read_text(encoding="utf-8")
-    values: dict[str, object] = {"keys": fill(voice, port_file=port_file)}
+    spoken = fill(voice, port_file=port_file) if speak else ""
+    values: dict[str, object] = {"keys": spoken + _keys_xml(keys)}
     if "${hold_ms}" in text:
         values["hold_ms"] = hold_ms
     filled.write_text(fill(text, **values), encoding="utf-8")
@@ -373,7 +395,9 @@ def start_call(
     with open(log, "wb") as out:
         process = subprocess.Popen(command, cwd=tmp_path, stdout=out, stderr=subprocess.STDOUT)
 
-    def speak() -> None:
+    def talk() -> None:
+        if not speak:
+            return
         deadline = time.monotonic() + DEADLINE_S
         while not (port_file.is_file() and port_file.read_text().strip()):
             if process.poll() is not None or time.monotonic() > deadline:
@@ -381,7 +405,7 @@ def start_call(
             time.sleep(POLL_S)
         ear.speak(int(port_file.read_text()), SPEAK_MAX_S, until=lambda: process.poll() is not None)
 
-    speaker = threading.Thread(target=speak, daemon=True)
+    speaker = threading.Thread(target=talk, daemon=True)
     speaker.start()
     return Caller(process, command, speaker, log)
 

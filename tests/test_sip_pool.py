@@ -14,7 +14,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +29,7 @@ from kokan.config import SIP_MAX_CALLS, Settings, SipSettings
 from kokan.db import Database
 from kokan.startup import StartupError
 from tests.conftest import clean_environ, run_kokan, short_tmp_dir
+from tests.sip_peers import free_port_run, sip_options_answered
 from tests.test_sip_calls import (
     KOKAN,
     MENU_FLOW,
@@ -56,9 +56,8 @@ STOP_WAIT_S = 25.0
 SIPP_WAIT_S = 40.0
 CALL_RATE = 50
 """Calls per second sipp starts: every call of a batch is up within a fraction of a second."""
-PORT_SEARCH_TRIES = 200
-RTP_SEARCH_LOW, RTP_SEARCH_HIGH = 30000, 60000
 SIP_SEARCH_LOW, SIP_SEARCH_HIGH = 20000, 29000
+RTP_SEARCH_LOW, RTP_SEARCH_HIGH = 30000, 60000
 SAMPLE = Path(__file__).parent.parent / "docs" / "kamailio.cfg.sample"
 SAMPLE_FOLDER = "/var/lib/kokan/kamailio"
 """Where the guide puts Kamailio's files; the sample names it."""
@@ -77,29 +76,6 @@ def _require_kamailio() -> None:
         if os.environ.get("CI") == "true":
             pytest.fail("kamailio is missing (Debian package kamailio, in run's SYSTEM_PACKAGES)")
         pytest.skip("kamailio is not installed (Debian package kamailio)")
-
-
-def _free_run(count: int, low: int, high: int, *, tcp: bool) -> int:
-    """`count` consecutive ports free for UDP (and TCP), from a random even base."""
-    import random
-
-    for _attempt in range(PORT_SEARCH_TRIES):
-        base = random.randrange(low, high - count, 2)
-        sockets: list[socket.socket] = []
-        try:
-            for port in range(base, base + count):
-                kinds = (socket.SOCK_DGRAM, socket.SOCK_STREAM) if tcp else (socket.SOCK_DGRAM,)
-                for kind in kinds:
-                    sock = socket.socket(socket.AF_INET, kind)
-                    sockets.append(sock)
-                    sock.bind(("127.0.0.1", port))
-            return base
-        except OSError:
-            continue
-        finally:
-            for sock in sockets:
-                sock.close()
-    raise RuntimeError(f"no {count} free consecutive ports")
 
 
 @dataclass
@@ -149,8 +125,10 @@ def pool(
     """`kokan sip --workers 3` on three consecutive free ports, each with its RTP range."""
     _require_espeak()
     publish_flow(database, sip_settings, MENU_FLOW)
-    sip_port = _free_run(WORKERS, SIP_SEARCH_LOW, SIP_SEARCH_HIGH, tcp=True)
-    rtp_port = _free_run(WORKERS * 2 * SIP_MAX_CALLS, RTP_SEARCH_LOW, RTP_SEARCH_HIGH, tcp=False)
+    sip_port = free_port_run(WORKERS, SIP_SEARCH_LOW, SIP_SEARCH_HIGH, tcp=True)
+    rtp_port = free_port_run(
+        WORKERS * 2 * SIP_MAX_CALLS, RTP_SEARCH_LOW, RTP_SEARCH_HIGH, tcp=False
+    )
     config = {
         "data_dir": str(sip_settings.data_dir),
         "database_url": sip_settings.database_url,
@@ -183,35 +161,12 @@ def pool(
     assert process.returncode == 0, running.output()
 
 
-def _options_answered(port: int) -> bool:
-    """An OPTIONS to Kamailio itself: it answers 200 once its UDP receivers run."""
-    branch = "z9hG4bK" + uuid.uuid4().hex
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        local = sock.getsockname()[1]
-        message = (
-            f"OPTIONS sip:127.0.0.1:{port} SIP/2.0\r\n"
-            f"Via: SIP/2.0/UDP 127.0.0.1:{local};branch={branch}\r\n"
-            f"From: <sip:probe@127.0.0.1:{local}>;tag={uuid.uuid4().hex[:8]}\r\n"
-            f"To: <sip:127.0.0.1:{port}>\r\n"
-            f"Call-ID: {uuid.uuid4().hex}\r\nCSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\n"
-            "Content-Length: 0\r\n\r\n"
-        )
-        sock.settimeout(0.2)
-        sock.sendto(message.encode(), ("127.0.0.1", port))
-        try:
-            answer = sock.recv(4096)
-        except TimeoutError:
-            return False
-    return answer.startswith(b"SIP/2.0 200")
-
-
 @pytest.fixture
 def proxy(pool: Pool) -> Iterator[Kamailio]:
     """A real Kamailio with the configuration `kokan sip kamailio-config --from-pool` writes."""
     _require_kamailio()
     folder = short_tmp_dir("kokan-kamailio-")  # its control socket's path must stay short
-    port = _free_run(1, SIP_SEARCH_LOW, SIP_SEARCH_HIGH, tcp=False)
+    port = free_port_run(1, SIP_SEARCH_LOW, SIP_SEARCH_HIGH, tcp=False)
     written = run_kokan(
         "--config",
         str(pool.config_file),
@@ -239,7 +194,10 @@ def proxy(pool: Pool) -> Iterator[Kamailio]:
     running = Kamailio(process, port, files, log)
     try:
         wait_for(
-            lambda: process.poll() is not None or _options_answered(port),
+            lambda: (
+                process.poll() is not None
+                or (sip_options_answered(port) or "").startswith("SIP/2.0 200")
+            ),
             "Kamailio to answer",
         )
         assert process.poll() is None, running.output()
@@ -274,7 +232,7 @@ class Batch:
 def start_calls(proxy: Kamailio, tmp_path: Path, sink: RtpSink, calls: int, hold_ms: int) -> Batch:
     """`calls` callers at once through Kamailio, each hanging up after `hold_ms`."""
     program = _require_sipp()
-    local = _free_run(1, SIP_SEARCH_LOW, SIP_SEARCH_HIGH, tcp=False)
+    local = free_port_run(1, SIP_SEARCH_LOW, SIP_SEARCH_HIGH, tcp=False)
     scenario = tmp_path / f"pool-{local}.xml"
     scenario.write_text(fill((SCENARIOS / "pool_call.xml").read_text(), hold_ms=hold_ms))
     log = tmp_path / f"sipp-pool-{local}.log"
@@ -496,8 +454,8 @@ def test_a_worker_that_cannot_start_stops_the_pool_with_its_reason(
     sip_settings: Settings, database: Database, redis_client: redis.Redis, tmp_path: Path
 ) -> None:
     _require_espeak()
-    sip_port = _free_run(2, SIP_SEARCH_LOW, SIP_SEARCH_HIGH, tcp=True)
-    rtp_port = _free_run(2 * 2 * SIP_MAX_CALLS, RTP_SEARCH_LOW, RTP_SEARCH_HIGH, tcp=False)
+    sip_port = free_port_run(2, SIP_SEARCH_LOW, SIP_SEARCH_HIGH, tcp=True)
+    rtp_port = free_port_run(2 * 2 * SIP_MAX_CALLS, RTP_SEARCH_LOW, RTP_SEARCH_HIGH, tcp=False)
     config_file = tmp_path / "pool.yaml"
     config_file.write_text(
         yaml.safe_dump(
