@@ -4,7 +4,8 @@ worker that holds the caller, because only that process owns the caller's media.
 A SIP worker claims each call it queues (call id -> worker id) before joining it to the
 ACD. Whichever process makes an offer (`kokan router`) looks the owner up and, for a SIP
 call, pushes the offer onto the worker's inbox list instead of ringing through Twilio.
-The worker drains its inbox from its pjsua loop with non-blocking pops, rings the agent
+A reader thread of the worker waits on its inbox with a blocking pop and hands what comes
+to the pjsua loop through a local queue (so the loop never calls Redis to look), which rings the agent
 itself and reports answer, no-answer and the end to the ACD like the Twilio webhooks do.
 Each worker keeps a heartbeat key alive. An offer for a call whose worker has no
 heartbeat (killed, its calls lost with it) is not sent: the call is ended in the ACD, so
@@ -14,6 +15,9 @@ its agents are not rung for a caller who is no longer there.
 from __future__ import annotations
 
 import json
+import logging
+import queue
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -41,6 +45,12 @@ INBOX_MAX_LEN = 1000
 """Far above what a 4-call worker gets between two polls; a dead worker's list stays bounded."""
 TAKE_BATCH = 16
 """Messages taken per poll: four calls ring-all to a few agents fit in one round trip."""
+INBOX_WAIT_S = 1
+"""How long the reader's blocking pop waits before it looks at its stop flag again."""
+READ_RETRY_S = 1.0
+"""The pause after a failed read (Redis away) before trying again; offers wait in the list."""
+
+log = logging.getLogger(__name__)
 
 OFFER = "offer"
 CANCEL = "cancel"
@@ -104,14 +114,21 @@ class SipHandoff:
     def take(self, worker: str, most: int = TAKE_BATCH) -> list[Message]:
         """Never blocks: the caller is the pjsua loop that carries every call's audio."""
         raw = self.redis.lpop(self._inbox_key(worker), most)
-        messages = []
-        for item in raw if isinstance(raw, list) else []:
-            data = json.loads(item)
-            offer = _offer(data["offer"]) if data.get("offer") else None
-            messages.append(
-                Message(str(data["kind"]), str(data["call_id"]), offer, str(data.get("action", "")))
-            )
-        return messages
+        return [self._message(item) for item in (raw if isinstance(raw, list) else [])]
+
+    def wait_and_take(self, worker: str, wait_s: int = INBOX_WAIT_S) -> list[Message]:
+        """Blocks up to `wait_s` for the first message, then takes what else is there."""
+        key = self._inbox_key(worker)
+        first = self.redis.blpop([key], timeout=wait_s)
+        if first is None:
+            return []
+        return [self._message(first[1]), *self.take(worker)]
+
+    @staticmethod
+    def _message(item: bytes | str) -> Message:
+        data = json.loads(item)
+        offer = _offer(data["offer"]) if data.get("offer") else None
+        return Message(str(data["kind"]), str(data["call_id"]), offer, str(data.get("action", "")))
 
     # -- the process that makes offers ------------------------------------------------
 
@@ -148,3 +165,40 @@ class SipHandoff:
             return False
         self._push(worker, {"kind": MAX_WAIT, "call_id": call_id, "action": action})
         return True
+
+
+class InboxReader:
+    """A worker's inbox, read by a thread of its own: the pjsua loop only drains `messages`,
+    so an idle worker costs Redis one blocking pop a second instead of a poll per loop turn."""
+
+    def __init__(self, handoff: SipHandoff, worker: str) -> None:
+        self.handoff = handoff
+        self.worker = worker
+        self.messages: queue.SimpleQueue[Message] = queue.SimpleQueue()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"inbox-{worker}", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, wait: bool = True) -> None:
+        self._stop.set()
+        if wait and self._thread.is_alive():
+            self._thread.join(INBOX_WAIT_S + READ_RETRY_S + 1)
+
+    def drain(self) -> list[Message]:
+        found: list[Message] = []
+        while True:
+            try:
+                found.append(self.messages.get_nowait())
+            except queue.Empty:
+                return found
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                for message in self.handoff.wait_and_take(self.worker):
+                    self.messages.put(message)
+            except Exception:
+                log.exception("could not read this worker's offers; trying again")
+                self._stop.wait(READ_RETRY_S)

@@ -54,7 +54,7 @@ from acd.estimates import announcement
 from acd.results import Offer
 from acd.schemas import DEFAULT_RING_TIMEOUT_S
 from acd.services import AcdService
-from acd.sip_handoff import CANCEL, HEARTBEAT_S, MAX_WAIT, OFFER, Message, SipHandoff
+from acd.sip_handoff import CANCEL, HEARTBEAT_S, MAX_WAIT, OFFER, InboxReader, Message, SipHandoff
 from ivr.call_store import AlsoSend, CallStore
 from ivr.engine import (
     Action,
@@ -286,6 +286,7 @@ class Driver:
         self.agents: dict[str, AgentLeg] = {}
         self._next_poll = 0.0
         self._next_beat = 0.0
+        self._inbox: InboxReader | None = None
         self.accepting = True
         self.recordings_dir.mkdir(parents=True, exist_ok=True)
 
@@ -439,7 +440,10 @@ class Driver:
                 log.exception("could not renew this worker's heartbeat")
         if self.handoff is not None and now >= self._next_poll:
             self._next_poll = now + INBOX_POLL_S
-            self._take_messages(self.handoff)
+            if self._inbox is None:
+                self._inbox = InboxReader(self.handoff, self.worker_id)
+                self._inbox.start()
+            self._take_messages(self._inbox)
 
     def confirmed(self, leg: str) -> None:
         """A call is up; for an agent leg, the agent answered: take the call, bridge."""
@@ -523,6 +527,8 @@ class Driver:
     def shutdown(self) -> None:
         """Stop taking calls and hang up the ones in progress (the adapter pumps events)."""
         self.accepting = False
+        if self._inbox is not None:
+            self._inbox.stop(wait=False)  # its daemon thread ends within a blocking pop
         for agent in list(self.agents.values()):
             # a ringing agent is not to blame: the caller's end (an abandon) frees them
             self._drop_agent(agent.leg)
@@ -536,13 +542,8 @@ class Driver:
 
     # -- agents ---------------------------------------------------------------------
 
-    def _take_messages(self, handoff: SipHandoff) -> None:
-        try:
-            messages = handoff.take(self.worker_id)
-        except Exception:
-            log.exception("could not read this worker's offers; the ACD's deadlines cover them")
-            return
-        for message in messages:
+    def _take_messages(self, inbox: InboxReader) -> None:
+        for message in inbox.drain():
             token = logs.call_id_var.set(message.call_id)
             try:
                 self._on_message(message)

@@ -53,6 +53,8 @@ from tests.test_sip_calls import (
     wait_for,
 )
 
+pytestmark = pytest.mark.media  # real SIP peers: the PostgreSQL pass leaves them out (./run)
+
 __all__ = ["baresip_agents"]  # the fixture, used by name
 
 PCMA = 8

@@ -36,6 +36,8 @@ from tests.conftest import REPO_ROOT, clean_environ, run_kokan
 from tickets.cdr import CdrProjector
 from tickets.models import Call
 
+pytestmark = pytest.mark.media  # real SIP peers: the PostgreSQL pass leaves them out (./run)
+
 SCENARIOS = Path(__file__).parent / "sip"
 KOKAN = (sys.executable, "-m", "kokan")
 PCAPS = Path("/usr/share/sip-tester")

@@ -4,6 +4,8 @@ beating is ended instead of rung; inboxes, claims and heartbeats expire."""
 
 from __future__ import annotations
 
+import time
+
 import redis
 from twilio.rest import Client
 
@@ -21,6 +23,8 @@ from acd.sip_handoff import (
     OFFER,
     OWNER_KEY,
     OWNER_TTL_S,
+    InboxReader,
+    Message,
     SipHandoff,
 )
 from acd.twilio_legs import TwilioLegs
@@ -123,3 +127,32 @@ def test_an_offer_for_a_call_whose_worker_is_gone_ends_the_call_and_frees_the_ag
     assert acd.call(offer.call_id).state == "ended"
     assert acd.agent("aiko").status == "available"
     assert calls.sip.owner(offer.call_id) is None
+
+
+READ_DEADLINE_S = 5.0
+"""The reader's blocking pop returns within milliseconds of a push; far longer is a bug."""
+
+
+def test_the_inbox_reader_hands_messages_to_the_loop_in_order_and_stops(
+    redis_client: redis.Redis,
+) -> None:
+    acd = AcdService(redis_client)
+    handoff = SipHandoff(redis_client, acd.keys.prefix)
+    reader = InboxReader(handoff, WORKER)
+    reader.start()
+    try:
+        assert reader.drain() == []
+        handoff.claim(OFFER_FOR_SIP.call_id, WORKER)
+        handoff.send_offer(WORKER, OFFER_FOR_SIP)
+        assert handoff.send_cancel(OFFER_FOR_SIP.call_id)
+        got: list[Message] = []
+        deadline = time.monotonic() + READ_DEADLINE_S
+        while len(got) < 2 and time.monotonic() < deadline:
+            got += reader.drain()
+            time.sleep(0.01)
+        assert [m.kind for m in got] == [OFFER, CANCEL]
+        assert got[0].offer == OFFER_FOR_SIP
+        assert redis_client.llen(acd.keys.prefix + INBOX_KEY.format(worker=WORKER)) == 0
+    finally:
+        reader.stop()
+    assert not reader._thread.is_alive()

@@ -46,6 +46,8 @@ from tests.test_sip_calls import (
 from tickets.cdr import CdrProjector
 from tickets.models import Call
 
+pytestmark = pytest.mark.media  # real SIP peers: the PostgreSQL pass leaves them out (./run)
+
 __all__ = ["rtp_sink", "sip_settings"]  # the fixtures, used by name
 
 WORKERS = 3

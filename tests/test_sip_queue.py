@@ -15,6 +15,7 @@ import wave
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 from sqlalchemy import select
 
 from acd.estimates import expected_wait_s
@@ -49,6 +50,8 @@ from tests.test_sip_calls import CALLER, DEADLINE_S, POLL_S, Key, the_call, wait
 from tickets.call_tickets import SURVEY_SUFFIX
 from tickets.cdr import CdrProjector
 from tickets.models import Interaction
+
+pytestmark = pytest.mark.media  # real SIP peers: the PostgreSQL pass leaves them out (./run)
 
 __all__ = ["baresip_agents", "caller_ear", "start_floor"]  # fixtures, used by name
 
