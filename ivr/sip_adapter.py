@@ -135,6 +135,30 @@ class SipEndpoint:
             self._endpoint = None
             raise
 
+    def _listen_tls(self, endpoint: pj.Endpoint, port: int) -> None:
+        """SIP over TLS beside UDP and TCP, with the configured certificate; pjsua reads
+        the files now, so a missing or broken one stops the worker with one clear line."""
+        s = self.settings
+        assert s.tls_certificate is not None
+        assert s.tls_private_key is not None
+        for path in (s.tls_certificate, s.tls_private_key, s.tls_ca_list):
+            if path is not None and not path.is_file():
+                raise StartupError(f"sip TLS: {path} is not a readable file")
+        transport = pj.TransportConfig()
+        transport.port = port
+        transport.boundAddress = s.host
+        transport.publicAddress = self.public
+        transport.tlsConfig.certFile = str(s.tls_certificate)
+        transport.tlsConfig.privKeyFile = str(s.tls_private_key)
+        # pjsua's OpenSSL setup wants a CA list even to serve; a self-signed one is its own
+        transport.tlsConfig.CaListFile = str(s.tls_ca_list or s.tls_certificate)
+        try:
+            endpoint.transportCreate(pj.PJSIP_TRANSPORT_TLS, transport)
+        except pj.Error as exc:
+            raise StartupError(
+                f"sip.tls_port: cannot listen on {s.host}:{port} over TLS ({exc.reason})"
+            ) from None
+
     def _start(self, endpoint: pj.Endpoint) -> None:
         s = self.settings
         config = pj.EpConfig()
@@ -161,6 +185,8 @@ class SipEndpoint:
                     f"sip.host/sip.port: cannot listen on {s.host}:{s.port} over {name} "
                     f"({exc.reason})"
                 ) from None
+        if s.tls_port is not None:
+            self._listen_tls(endpoint, s.tls_port)
         endpoint.libStart()
         self._prefer_codecs(endpoint)
         account_config = pj.AccountConfig()
@@ -189,9 +215,10 @@ class SipEndpoint:
             ) from None
         self._account = account
         log.info(
-            "SIP endpoint on %s:%s (UDP, TCP), publishing %s, RTP from %s",
+            "SIP endpoint on %s:%s (UDP, TCP%s), publishing %s, RTP from %s",
             s.host,
             s.port,
+            "" if s.tls_port is None else f"; TLS on {s.host}:{s.tls_port}",
             self.public,
             s.rtp_port,
         )

@@ -167,6 +167,7 @@ class WorkerSlot:
     host: str
     port: int
     rtp_port: int
+    tls_port: int | None = None
 
 
 def layout(settings: SipSettings) -> list[WorkerSlot]:
@@ -178,6 +179,7 @@ def layout(settings: SipSettings) -> list[WorkerSlot]:
             host=settings.host,
             port=settings.port + i,
             rtp_port=settings.rtp_port + i * settings.rtp_ports_per_worker,
+            tls_port=None if settings.tls_port is None else settings.tls_port + i,
         )
         for i in range(settings.workers)
     ]
@@ -189,8 +191,7 @@ def worker_command(slot: WorkerSlot, config_file: Path | None) -> list[str]:
     command = [sys.executable, "-m", "kokan"]
     if config_file is not None:
         command += ["--config", str(config_file)]
-    return [
-        *command,
+    command += [
         "sip",
         "--workers",
         "1",
@@ -201,6 +202,9 @@ def worker_command(slot: WorkerSlot, config_file: Path | None) -> list[str]:
         "--rtp-port",
         str(slot.rtp_port),
     ]
+    if slot.tls_port is not None:
+        command += ["--tls-port", str(slot.tls_port)]
+    return command
 
 
 @dataclass

@@ -213,6 +213,7 @@ def cron(ctx: click.Context) -> None:
 @click.option("--sip-host", default=None, help="address the SIP endpoint binds to and publishes")
 @click.option("--sip-port", type=int, default=None, help="SIP port (UDP and TCP); worker i: + i")
 @click.option("--rtp-port", type=int, default=None, help="first RTP port of the (first) worker")
+@click.option("--tls-port", type=int, default=None, help="SIP over TLS port (sip.tls_port)")
 @click.option(
     "--workers",
     type=int,
@@ -225,6 +226,7 @@ def sip(
     sip_host: str | None,
     sip_port: int | None,
     rtp_port: int | None,
+    tls_port: int | None,
     workers: int | None,
 ) -> None:
     """Run the SIP media worker (or, with --workers N, a supervised pool of N): answers calls
@@ -236,6 +238,7 @@ def sip(
         "sip.host": sip_host,
         "sip.port": sip_port,
         "sip.rtp_port": rtp_port,
+        "sip.tls_port": tls_port,
         "sip.workers": workers,
     }
     loaded = _load(ctx, **overrides)

@@ -655,6 +655,21 @@ class SipSettings(BaseModel):
             "takes its 2 x max_calls RTP ports from rtp_port + i x 2 x max_calls"
         ),
     )
+    tls_port: Whole | None = Field(
+        default=None,
+        ge=1,
+        le=65535,
+        description="SIP over TLS on this port (worker i: tls_port + i); unset: no TLS",
+    )
+    tls_certificate: Path | None = Field(
+        default=None, description="PEM certificate the TLS transport presents"
+    )
+    tls_private_key: Path | None = Field(default=None, description="its PEM private key")
+    tls_ca_list: Path | None = Field(
+        default=None,
+        description="PEM CA certificates peers' certificates are checked against "
+        "(default: the certificate itself)",
+    )
 
     @property
     def rtp_ports_per_worker(self) -> int:
@@ -681,7 +696,27 @@ class SipSettings(BaseModel):
                 f"SIP ports {self.port}-{last_sip} overlap the RTP ports "
                 f"{self.rtp_port}-{rtp_end - 1} (sip.port, sip.rtp_port, sip.workers)"
             )
+        if self.tls_port is not None:
+            self._tls_fits(last_sip, rtp_end)
         return self
+
+    def _tls_fits(self, last_sip: int, rtp_end: int) -> None:
+        if self.tls_certificate is None or self.tls_private_key is None:
+            raise ValueError("sip.tls_port needs sip.tls_certificate and sip.tls_private_key")
+        assert self.tls_port is not None
+        last_tls = self.tls_port + self.workers - 1
+        if last_tls > SIP_HIGHEST_PORT:
+            raise ValueError(f"TLS ports up to {last_tls} are above {SIP_HIGHEST_PORT}")
+        # TCP and TLS are both TCP: the TLS ports may not be the SIP ports, nor RTP's
+        for first, last, what in (
+            (self.port, last_sip, "SIP"),
+            (self.rtp_port, rtp_end - 1, "RTP"),
+        ):
+            if self.tls_port <= last and first <= last_tls:
+                raise ValueError(
+                    f"TLS ports {self.tls_port}-{last_tls} overlap the {what} ports "
+                    f"{first}-{last} (sip.tls_port)"
+                )
 
 
 INTAKE_SECRET_MIN_CHARS = 16
