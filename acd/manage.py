@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from acd import skill_catalog
 from acd.agent_users import AgentUsers
 from acd.errors import AcdInvalidInput, UnknownQueue
+from acd.queue_settings import SETTINGS_FIELD, hold_music_problem
 from acd.results import AgentView
 from acd.runtime import AcdRuntime
 from acd.schemas import Overflow, Presence
@@ -50,6 +51,11 @@ def _check_skills(rt: AcdRuntime, skills: Mapping[str, int]) -> None:
 def put_queue(rt: AcdRuntime, name: str, body: Mapping[str, Any]) -> QueueSettings:
     queue = validated(QueueSettings, body)
     _check_skills(rt, queue.skills)
+    problem = hold_music_problem(rt.settings, queue.hold_music)
+    if problem is not None:
+        raise AcdInvalidInput(
+            f"hold_music: {problem}", problems=[{"field": "hold_music", "message": problem}]
+        )
     try:
         rt.service.put_queue(name, queue)
     except UnknownQueue as exc:
@@ -96,7 +102,9 @@ def agent_json(view: AgentView, users: AgentUsers) -> dict[str, Any]:
 def queue_config_json(rt: AcdRuntime, name: str) -> dict[str, Any]:
     """The stored routing, and whether `config.yaml` names the queue (then the file's
     values come back at the next start, whatever the API changed)."""
-    config = rt.service.queue_config(name)
+    routing = rt.service.queue_config(name)
+    stored = rt.service.redis.hget(rt.service.keys.queue(name), SETTINGS_FIELD)
+    config = QueueSettings.model_validate_json(stored) if stored else routing
     return {
         "name": name,
         "config": config.model_dump(mode="json"),

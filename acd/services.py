@@ -28,6 +28,7 @@ from acd.errors import AcdInvalidInput, UnknownAgent, UnknownCall, UnknownQueue,
 from acd.keys import DEFAULT_NAMESPACE, WAKE_MAX_LEN, Keys
 from acd.limits import ROUTE_MAX_OFFERS, SWEEP_BATCH
 from acd.lua import Scripts
+from acd.queue_settings import SETTINGS_FIELD
 from acd.results import (
     AgentView,
     Answered,
@@ -55,6 +56,7 @@ from acd.schemas import (
     StatusRequest,
     ToVoicemail,
 )
+from kokan.config import QueueSettings
 
 NAME_CACHE_SIZE = 65_536
 """Queue and agent names seen recently, already checked: routing names the same few
@@ -160,6 +162,13 @@ class AcdService:
             str(config.strategy),
             config.priority,
         )
+        # the rest (music, announcements, recording) for the hold loops: acd.queue_settings
+        whole = (
+            config
+            if isinstance(config, QueueSettings)
+            else QueueSettings.model_validate(config.model_dump())
+        )
+        self.redis.hset(self.keys.queue(name), SETTINGS_FIELD, whole.model_dump_json())
 
     def put_agent(self, agent_id: str, config: AgentConfig) -> None:
         agent_id = _checked(_name, agent_id, "agent")

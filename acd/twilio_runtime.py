@@ -6,6 +6,7 @@ import redis
 from flask import Flask, current_app
 
 from acd.dialer import TwilioCalls
+from acd.queue_settings import StoredQueues, hold_music_problem
 from acd.router import Router
 from acd.services import AcdService
 from acd.twilio_calls import QueueVoice
@@ -28,7 +29,7 @@ def build_calls(acd: AcdService, client: redis.Redis, settings: Settings) -> Twi
         legs=TwilioLegs(client),
         urls=QueueUrls(public_base(settings)),
         rest=lambda: rest_client(settings),
-        queues=settings.queues,
+        queues=StoredQueues(client, acd.keys, settings.queues),
         caller_id=settings.twilio.caller_id,
     )
 
@@ -42,7 +43,7 @@ def init_app(app: Flask, resources: Resources) -> None:
         legs=calls.legs,
         calls=calls,
         urls=calls.urls,
-        queues=settings.queues,
+        queues=calls.queues,
     )
 
 
@@ -55,14 +56,9 @@ def check_hold_music(settings: Settings) -> None:
     """A missing file would make Twilio skip the music and come straight back: a hold loop
     spinning on the web workers. Refuse to route until it is fixed."""
     for name, queue in settings.queues.items():
-        source = queue.hold_music
-        if source.startswith(("http://", "https://")):
-            continue
-        path = (settings.flows_dir / source).resolve()
-        if not path.is_relative_to(settings.flows_dir.resolve()) or not path.is_file():
-            raise ConfigError(
-                f"queues.{name}.hold_music: no audio file {source!r} under {settings.flows_dir}"
-            )
+        problem = hold_music_problem(settings, queue.hold_music)
+        if problem is not None:
+            raise ConfigError(f"queues.{name}.hold_music: {problem}")
 
 
 def build_router(client: redis.Redis, settings: Settings) -> Router:

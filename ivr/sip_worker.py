@@ -20,6 +20,8 @@ from pathlib import Path
 
 import redis
 
+from acd.keys import Keys
+from acd.queue_settings import StoredQueues
 from acd.schemas import DEFAULT_RING_TIMEOUT_S
 from acd.services import AcdService
 from acd.sip_handoff import SipHandoff
@@ -62,6 +64,7 @@ class SipWorker:
         self._keeper = ThreadPoolExecutor(VOICEMAIL_THREADS, thread_name_prefix="sip-voicemail")
         self.worker_id = worker_id(settings)
         acd = AcdService(client, defer_routing=True) if JOIN_ACD else None
+        self.queues = StoredQueues(client, Keys(), settings.queues)
         engine = Engine(PublishedFlows(database), Environment(now=utcnow, fetch_json=fetch_json))
         self.driver = Driver(
             engine=engine,
@@ -79,7 +82,7 @@ class SipWorker:
             handoff=SipHandoff(client, acd.keys.prefix) if acd is not None else None,
             worker_id=self.worker_id,
             ring_timeout=self._ring_timeout,
-            queues=settings.queues,
+            queues=self.queues,
             survey_by_sms=settings.tickets.sms_survey.mode == "always",
             keep_call_recording=lambda recorded: self._keeper.submit(
                 keep_bridged_recording, settings, database, client, recorded
@@ -103,11 +106,11 @@ class SipWorker:
         )
 
     def _hold_music(self, queue: str) -> str | None:
-        configured = self.settings.queues.get(queue)
+        configured = self.queues.get(queue)
         return configured.hold_music if configured is not None else None
 
     def _ring_timeout(self, queue: str) -> float:
-        configured = self.settings.queues.get(queue)
+        configured = self.queues.get(queue)
         return configured.ring_timeout_seconds if configured is not None else DEFAULT_RING_TIMEOUT_S
 
     def _keep_voicemail(self, call_id: str, path: Path, seconds: int) -> None:

@@ -16,11 +16,13 @@ from pydantic import SecretStr
 from sqlalchemy import select
 
 from acd import runtime as acd_runtime
+from acd.keys import Keys
 from acd.models import CallWrapup
+from acd.queue_settings import StoredQueues
 from acd.services import AcdService
 from admin.services import create_user, issue_token
 from kokan.app import create_app
-from kokan.config import ConfigError, Settings, load
+from kokan.config import ConfigError, QueueSettings, Settings, load
 from kokan.db import Database
 
 SKILLS: dict[str, str | None] = {"billing": "invoices", "japanese": "日本語"}
@@ -802,3 +804,52 @@ def test_no_browser_phone_without_an_api_key(api: FlaskClient, tokens: Tokens) -
     answer = api.get("/api/acd/me/voice-token", headers=tokens["aiko"])
     assert answer.status_code == 409
     assert answer.get_json()["error_id"] == "browser-phone-not-configured"
+
+
+def test_a_queues_music_and_announcements_put_through_the_api_reach_the_hold_loops(
+    acd_app: Flask, api: FlaskClient, tokens: Tokens, redis_client: redis.Redis
+) -> None:
+    body = {
+        "hold_music": "prompts/hold.wav",
+        "announce_every_seconds": 45,
+        "callback_key": "9",
+        "record": "always",
+        "language": "en",
+    }
+    answer = api.put("/api/acd/queues/api-made", json=body, headers=tokens["root"])
+    assert answer.status_code == 200, answer.get_json()
+    shown = api.get("/api/acd/queues/api-made/config", headers=tokens["root"]).get_json()
+    assert {key: shown["config"][key] for key in body} == body
+
+    service = service_of(acd_app)
+    queues = StoredQueues(redis_client, service.keys, {})
+    stored = queues.get("api-made")
+    assert stored is not None
+    assert (stored.hold_music, stored.announce_every_seconds, stored.callback_key) == (
+        "prompts/hold.wav",
+        45,
+        "9",
+    )
+    assert "api-made" in queues
+    assert queues.get("nowhere") is None
+
+    missing = api.put(
+        "/api/acd/queues/api-made", json={"hold_music": "prompts/none.wav"}, headers=tokens["root"]
+    )
+    assert missing.status_code == 400
+    assert missing.get_json()["details"]["problems"][0]["field"] == "hold_music"
+    outside = api.put(
+        "/api/acd/queues/api-made", json={"hold_music": "../config.yaml"}, headers=tokens["root"]
+    )
+    assert outside.status_code == 400
+    kept = api.get("/api/acd/queues/api-made/config", headers=tokens["root"]).get_json()
+    assert kept["config"]["callback_key"] == "9"  # nothing of the refused changes was stored
+
+
+def test_stored_queues_fall_back_to_the_file_when_redis_has_no_settings(
+    redis_client: redis.Redis,
+) -> None:
+    file_queue = QueueSettings(hold_music="prompts/hold.wav", announce_every_seconds=60)
+    queues = StoredQueues(redis_client, Keys(), {"billing": file_queue})
+    assert queues.get("billing") == file_queue
+    assert list(queues) == ["billing"]

@@ -524,8 +524,17 @@ def test_an_admin_edits_skills_queues_and_agents_with_the_apis_checks(page: Page
     page.locator('#queues tr[data-queue="ui-queue"]').get_by_role("button", name="Edit").click()
     expect(queue.get_by_label("Name")).to_have_value("ui-queue")
     queue.get_by_label("Maximum wait (s), empty: none").fill("120")
+    queue.get_by_label("Callback key").fill("9")
+    queue.get_by_label("Hold music (file under flows/ or URL)").fill("prompts/none.wav")
+    queue.get_by_role("button", name="Save queue").click()
+    expect(queue.locator('[name="hold_music"]')).to_have_attribute("aria-invalid", "true")
+    queue.get_by_label("Hold music (file under flows/ or URL)").fill("prompts/hold.wav")
     queue.get_by_role("button", name="Save queue").click()
     expect(row).to_contain_text("120")
+    stored_queue = page.evaluate(
+        "async () => (await fetch('/api/acd/queues/ui-queue/config')).json()"
+    )["config"]
+    assert (stored_queue["callback_key"], stored_queue["hold_music"]) == ("9", "prompts/hold.wav")
     page.once("dialog", lambda dialog: dialog.accept())
     page.locator('#agents tr[data-agent="ui-agent"]').get_by_role("button", name="Delete").click()
     expect(page.locator('#agents tr[data-agent="ui-agent"]')).to_have_count(0)

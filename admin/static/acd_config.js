@@ -72,6 +72,10 @@
     f.short_abandon_seconds.value = config.short_abandon_seconds;
     f.preferred_agent_wait_seconds.value = config.preferred_agent_wait_seconds;
     f.autopause.checked = config.autopause;
+    f.hold_music.value = config.hold_music || "";
+    f.announce_every_seconds.value = config.announce_every_seconds ?? "";
+    f.callback_key.value = config.callback_key || "";
+    f.record.value = config.record || "never";
     loaded.queue = { name, config };
     f.name.focus();
   }
@@ -89,7 +93,16 @@
       max_wait_seconds: number(f.max_wait_seconds.value),
       on_max_wait: action === "overflow" ? { action, queue: f.overflow_queue.value.trim() } : { action },
       autopause: f.autopause.checked,
+      announce_every_seconds: number(f.announce_every_seconds.value),
+      callback_key: f.callback_key.value.trim() || null,
+      record: f.record.value,
     };
+    // a new queue left empty keeps the default cadence; an edited one may turn it off
+    if (body.announce_every_seconds === null && !("announce_every_seconds" in base)) {
+      delete body.announce_every_seconds;
+    }
+    if (f.hold_music.value.trim()) body.hold_music = f.hold_music.value.trim();
+    else delete body.hold_music;
     for (const field of ["wrapup_seconds", "ring_timeout_seconds", "short_abandon_seconds", "preferred_agent_wait_seconds"]) {
       const value = number(f[field].value);
       if (value === null) delete body[field];
