@@ -50,7 +50,6 @@ import sys
 import tempfile
 import threading
 import time
-import uuid
 from collections import Counter, defaultdict, deque
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -62,6 +61,7 @@ import yaml
 
 from acd.runtime import apply_config
 from acd.services import AcdService
+from bench.local_sip import RTP_PORTS, SIP_PORTS, answers_ok, free_port_run, stop_process
 from ivr import kamailio
 from ivr.publishing import publish
 from ivr.sip_pool import layout
@@ -110,7 +110,6 @@ CONCURRENT_TARGET = 200
 START_DEADLINE_S = 240.0
 """50 workers import Kokan, start pjsua and speak their apology prompt on 2 cores."""
 STOP_WAIT_S = 60.0
-PROBE_WAIT_S = 0.2
 POLL_S = 0.2
 SAMPLE_S = 1.0
 IDLE_S = 5.0
@@ -118,9 +117,6 @@ IDLE_S = 5.0
 """CPU and memory are sampled once a second, as the sink counts RTP per second."""
 SIPP_GRACE_S = 60.0
 """Beyond ramp + key + hold: the BYEs of a loaded pool, and sipp's own end."""
-PORT_RUN_TRIES = 200
-SIP_PORTS = (20000, 29000)
-RTP_PORTS = (30000, 60000)
 RTP_HEADER = struct.Struct("!BBHII")
 RTP_VERSION = 0x80
 PCMA = 8
@@ -153,49 +149,6 @@ def require(program: str, package: str) -> str:
     return str(found)
 
 
-def free_run(count: int, low: int, high: int, *, tcp: bool) -> int:
-    """The first of `count` consecutive ports free for UDP (and TCP) on 127.0.0.1."""
-    for _attempt in range(PORT_RUN_TRIES):
-        base = random.randrange(low, high - count, 2)  # noqa: S311 - a port, not a secret
-        sockets: list[socket.socket] = []
-        try:
-            for port in range(base, base + count):
-                for kind in (
-                    (socket.SOCK_DGRAM, socket.SOCK_STREAM) if tcp else (socket.SOCK_DGRAM,)
-                ):
-                    sock = socket.socket(socket.AF_INET, kind)
-                    sockets.append(sock)
-                    sock.bind((HOST, port))
-            return base
-        except OSError:
-            continue
-        finally:
-            for sock in sockets:
-                sock.close()
-    fail(f"no {count} free consecutive ports between {low} and {high}")
-    raise AssertionError  # fail() raised
-
-
-def options_answered(port: int) -> bool:
-    """pjsua and Kamailio answer a SIP OPTIONS themselves once they listen."""
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.bind((HOST, 0))
-        local = sock.getsockname()[1]
-        message = (
-            f"OPTIONS sip:{HOST}:{port} SIP/2.0\r\n"
-            f"Via: SIP/2.0/UDP {HOST}:{local};branch=z9hG4bK{uuid.uuid4().hex}\r\n"
-            f"From: <sip:bench@{HOST}:{local}>;tag={uuid.uuid4().hex[:8]}\r\n"
-            f"To: <sip:{HOST}:{port}>\r\nCall-ID: {uuid.uuid4().hex}\r\n"
-            "CSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
-        )
-        sock.settimeout(PROBE_WAIT_S)
-        sock.sendto(message.encode(), (HOST, port))
-        try:
-            return sock.recv(4096).startswith(b"SIP/2.0 200")
-        except (TimeoutError, ConnectionRefusedError):
-            return False
-
-
 def wait_until(condition: Callable[[], bool], what: str, deadline_s: float) -> None:
     deadline = time.monotonic() + deadline_s
     while time.monotonic() < deadline:
@@ -203,16 +156,6 @@ def wait_until(condition: Callable[[], bool], what: str, deadline_s: float) -> N
             return
         time.sleep(POLL_S)
     fail(f"timed out after {deadline_s:.0f} s waiting for {what}")
-
-
-def stop_process(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(STOP_WAIT_S)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 # -- the RTP sink: a process of its own ---------------------------------------------------
@@ -429,7 +372,7 @@ def start_kamailio(
     work: Path, name: str, settings: SipSettings
 ) -> tuple[subprocess.Popen[bytes], int]:
     folder = work / f"kam-{name}"
-    port = free_run(1, *SIP_PORTS, tcp=False)
+    port = free_port_run(1, *SIP_PORTS, tcp=False)
     destinations = kamailio.from_layout(layout(settings), settings)
     files = kamailio.write(folder, destinations, HOST, port)
     log = (folder / "kamailio.log").open("wb")
@@ -440,9 +383,7 @@ def start_kamailio(
         start_new_session=True,
         preexec_fn=parent_death_signal(),  # gone with the bench, even a killed one
     )
-    wait_until(
-        lambda: process.poll() is not None or options_answered(port), "Kamailio", START_DEADLINE_S
-    )
+    wait_until(lambda: process.poll() is not None or answers_ok(port), "Kamailio", START_DEADLINE_S)
     if process.poll() is not None:
         fail(f"Kamailio exited; see {folder / 'kamailio.log'}")
     return process, port
@@ -456,8 +397,8 @@ def run_sipp(
     text = SCENARIO.read_text(encoding="utf-8")
     text = text.replace("${hold_ms}", str(int((KEY_AFTER_MS / 1000 + hold_s) * 1000)))
     scenario.write_text(text, encoding="utf-8")
-    local = free_run(1, *SIP_PORTS, tcp=False)
-    media = free_run(4, *SIP_PORTS, tcp=False)
+    local = free_port_run(1, *SIP_PORTS, tcp=False)
+    media = free_port_run(4, *SIP_PORTS, tcp=False)
     log = work / f"sipp-{name}.log"
     ramp_s = calls / rate
     command = [
@@ -563,7 +504,7 @@ def drive(
                 monitor.stop()
             heard = sink.finish()
     finally:
-        stop_process(proxy)
+        stop_process(proxy, STOP_WAIT_S)
     side.sipp_status = status
     side.held = len(re.findall(r"^ANSWERED ", log, re.MULTILINE))
     side.ended = len(re.findall(r"^ENDED ", log, re.MULTILINE))
@@ -623,7 +564,7 @@ def run_kokan_side(
     try:
         ports = [slot.port for slot in layout(settings)]
         wait_until(
-            lambda: pool.poll() is not None or all(options_answered(p) for p in ports),
+            lambda: pool.poll() is not None or all(answers_ok(p) for p in ports),
             f"{settings.workers} Kokan SIP workers",
             START_DEADLINE_S,
         )
@@ -645,7 +586,7 @@ def run_kokan_side(
         finally:
             client.close()
     finally:
-        stop_process(pool)
+        stop_process(pool, STOP_WAIT_S)
 
 
 def run_bare_side(
@@ -691,8 +632,7 @@ def run_bare_side(
         ports = [slot.port for slot in layout(settings)]
         wait_until(
             lambda: (
-                any(p.poll() is not None for p in processes)
-                or all(options_answered(p) for p in ports)
+                any(p.poll() is not None for p in processes) or all(answers_ok(p) for p in ports)
             ),
             f"{settings.workers} bare pjsua processes",
             START_DEADLINE_S,
@@ -705,7 +645,7 @@ def run_bare_side(
             if process.poll() is None:
                 process.send_signal(signal.SIGTERM)
         for process in processes:
-            stop_process(process)
+            stop_process(process, STOP_WAIT_S)
 
 
 def report(side: Side, hold_s: float) -> None:
@@ -793,8 +733,8 @@ def main() -> int:
         def settings() -> SipSettings:
             return SipSettings(
                 host=HOST,
-                port=free_run(args.workers, *SIP_PORTS, tcp=True),
-                rtp_port=free_run(2 * SIP_MAX_CALLS * args.workers, *RTP_PORTS, tcp=False),
+                port=free_port_run(args.workers, *SIP_PORTS, tcp=True),
+                rtp_port=free_port_run(2 * SIP_MAX_CALLS * args.workers, *RTP_PORTS, tcp=False),
                 workers=args.workers,
             )
 

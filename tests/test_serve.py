@@ -28,11 +28,11 @@ from argon2 import PasswordHasher
 from rq import Worker
 
 from admin.services import find_user
+from bench.local_sip import RTP_PORTS, SIP_PORTS, free_port_run, sip_options_answered
 from kokan.config import SIP_MAX_CALLS
 from kokan.db import Database
 from kokan.redis_conn import connect
 from tests.conftest import DatabaseFactory, clean_environ, run_kokan, short_tmp_dir
-from tests.sip_peers import RTP_PORTS, SIP_PORTS, free_port_run, sip_options_answered
 
 pytestmark = pytest.mark.slow
 

@@ -23,13 +23,13 @@ import redis
 import yaml
 from sqlalchemy import func, select
 
+from bench.local_sip import free_port_run, sip_options_answered, stop_process
 from ivr import kamailio
 from ivr.sip_pool import POOL_KEY, POOL_TTL_S, PoolMember, PoolRegistry, layout, worker_command
 from kokan.config import SIP_MAX_CALLS, Settings, SipSettings
 from kokan.db import Database
 from kokan.startup import StartupError
 from tests.conftest import clean_environ, run_kokan, short_tmp_dir
-from tests.sip_peers import free_port_run, sip_options_answered
 from tests.test_sip_calls import (
     KOKAN,
     MENU_FLOW,
@@ -110,16 +110,6 @@ class Kamailio:
         return self.log.read_text(errors="replace")
 
 
-def _stop(process: subprocess.Popen[bytes], wait_s: float) -> None:
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(wait_s)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
 @pytest.fixture
 def pool(
     sip_settings: Settings, database: Database, redis_client: redis.Redis, tmp_path: Path
@@ -159,7 +149,7 @@ def pool(
         assert process.poll() is None, running.output()
         yield running
     finally:
-        _stop(process, STOP_WAIT_S)
+        stop_process(process, STOP_WAIT_S)
     assert process.returncode == 0, running.output()
 
 
@@ -217,7 +207,7 @@ def proxy(pool: Pool) -> Iterator[Kamailio]:
             assert f"sip:127.0.0.1:{pool.sip_port + i}" in state.stdout
         yield running
     finally:
-        _stop(process, STOP_WAIT_S)
+        stop_process(process, STOP_WAIT_S)
         shutil.rmtree(folder, ignore_errors=True)
 
 

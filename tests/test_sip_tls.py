@@ -9,7 +9,6 @@ import os
 import re
 import secrets
 import shutil
-import signal
 import socket
 import ssl
 import subprocess
@@ -19,6 +18,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from bench.local_sip import stop_process
 from kokan.config import ConfigError, Settings, load
 from kokan.db import Database
 from tests.conftest import clean_environ
@@ -38,6 +38,8 @@ pytestmark = pytest.mark.media  # real SIP peers: the PostgreSQL pass leaves the
 
 __all__ = ["sip_settings"]  # the fixture, used by name
 
+STOP_WAIT_S = 10.0
+"""A worker hangs up and stops within a second of SIGTERM; longer is killed."""
 ANSWER_WAIT_S = 5.0
 """On 127.0.0.1 a TLS handshake and an answer take milliseconds."""
 STATUS_LINE = re.compile(r"^SIP/2\.0 (\d{3}) ", re.MULTILINE)
@@ -103,13 +105,7 @@ def tls_worker(
         assert process.poll() is None, worker.output()
         yield worker, tls_port, cert
     finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        stop_process(process, STOP_WAIT_S)
 
 
 def tls_peer(port: int, cert: Path) -> ssl.SSLSocket:
