@@ -9,24 +9,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import ValidationError
-
 from kokan.errors import Conflict, InvalidInput, NotFound
 
 
 class AcdInvalidInput(InvalidInput):
     error_id = "acd-invalid-input"
-
-    @classmethod
-    def from_validation(cls, exc: ValidationError) -> AcdInvalidInput:
-        """The first problem, named by its field, leads the message; all are in `problems`."""
-        problems = [
-            {"field": ".".join(str(part) for part in error["loc"]), "message": error["msg"]}
-            for error in exc.errors()
-        ]
-        first = problems[0]
-        where = f"{first['field']}: " if first["field"] else ""
-        return cls(f"{where}{first['message']}", problems=problems)
 
 
 class UnknownQueue(NotFound):

@@ -87,12 +87,7 @@ def checked_hours(body: dict[str, Any]) -> Hours:
     try:
         hours = Hours.model_validate(_with_dates(body))
     except ValidationError as exc:
-        problems = [
-            {"field": ".".join(str(part) for part in error["loc"]), "message": error["msg"]}
-            for error in exc.errors()
-        ]
-        first = problems[0]
-        raise HoursInvalid(f"{first['field']}: {first['message']}", problems=problems) from None
+        raise HoursInvalid.from_validation(exc) from None
     if hours.timezone:
         try:
             zone(hours.timezone)

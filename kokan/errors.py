@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Self
+
+from pydantic import ValidationError
 
 
 class KokanError(Exception):
@@ -24,6 +26,17 @@ class KokanError(Exception):
 class InvalidInput(KokanError):
     error_id = "invalid-input"
     status = 400
+
+    @classmethod
+    def from_validation(cls, exc: ValidationError) -> Self:
+        """The first problem, named by its field, leads the message; all are in `problems`."""
+        problems = [
+            {"field": ".".join(str(part) for part in error["loc"]), "message": error["msg"]}
+            for error in exc.errors()
+        ]
+        first = problems[0]
+        where = f"{first['field']}: " if first["field"] else ""
+        return cls(f"{where}{first['message']}", problems=problems)
 
 
 class AuthenticationRequired(KokanError):
