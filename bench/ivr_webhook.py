@@ -31,7 +31,6 @@ import argparse
 import os
 import secrets
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -44,6 +43,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.loadgen import Result, new_call_params, run, run_wrk, twilio_signature, wrk_available
+from bench.local_sip import free_listen_port
 from ivr.publishing import publish
 from ivr.validator import CheckContext
 from kokan.db import Database
@@ -58,12 +58,6 @@ P99_TARGET_MS = 50.0
 QUEUES = ("billing", "support", "sales")
 BARE, KOKAN = "bare Flask TwiML", "Kokan IVR webhook"
 CLOCK_TICKS_PER_S = os.sysconf("SC_CLK_TCK")
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def wait_until_up(url: str, deadline_s: float = 30.0) -> None:
@@ -166,7 +160,7 @@ def main() -> int:
         database.dispose()
 
         token, account = secrets.token_hex(16), "AC" + secrets.token_hex(16)
-        kokan_port, bare_port = free_port(), free_port()
+        kokan_port, bare_port = free_listen_port(), free_listen_port()
         public = f"http://127.0.0.1:{kokan_port}"
         base_env = {k: v for k, v in os.environ.items() if not k.startswith("KOKAN_")}
         kokan_env = base_env | {

@@ -17,9 +17,17 @@ SIP_PORTS = (20000, 29000)
 socket of another process does not take one between the search and the bind."""
 RTP_PORTS = (30000, 60000)
 """Where RTP ranges are sought: wide, so parallel runs rarely meet."""
+LISTEN_PORTS = (10000, 20000)
+"""Where a local server's port (web, SMTP, Redis) is sought: below the ephemeral range, like
+SIP_PORTS, so no client socket takes it between the search and the child's bind."""
 OPTIONS_WAIT_S = 0.2
 """One probe's wait for the answer: on 127.0.0.1 a live SIP endpoint answers in a
 millisecond; the caller polls again until its own deadline."""
+
+
+def free_listen_port() -> int:
+    """One port free for TCP and UDP on 127.0.0.1, for a server a test or bench starts."""
+    return free_port_run(1, *LISTEN_PORTS, tcp=True)
 
 
 def free_port_run(count: int, low: int, high: int, *, tcp: bool) -> int:

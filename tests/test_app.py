@@ -6,7 +6,6 @@ import io
 import logging
 import re
 import shutil
-import socket
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -22,6 +21,7 @@ from werkzeug.test import TestResponse
 from admin.auth import require_role
 from admin.models import ApiToken, Role, User
 from admin.services import create_user, find_user, hash_token, issue_token
+from bench.local_sip import free_listen_port
 from kokan import logs
 from kokan.app import MAX_CONTENT_LENGTH, create_app
 from kokan.config import ConfigError, Settings
@@ -72,12 +72,6 @@ def captured_logs(secrets: Iterable[str] = ()) -> Iterator[io.StringIO]:
         for handler in saved_handlers:
             root.addHandler(handler)
         root.setLevel(saved_level)
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 # --- health, readiness, metrics -------------------------------------------------------
@@ -134,7 +128,7 @@ def test_readyz_follows_redis_going_away_and_coming_back(settings: Settings) -> 
 
 
 def test_readyz_names_an_unreachable_database(settings: Settings) -> None:
-    unreachable = f"postgresql://kokan:db-PASSWORD-1@127.0.0.1:{free_port()}/kokan"
+    unreachable = f"postgresql://kokan:db-PASSWORD-1@127.0.0.1:{free_listen_port()}/kokan"
     app = create_app(
         {
             "TESTING": True,

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import email
 import email.policy
-import socket
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -21,6 +20,7 @@ from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 from flask import Flask
 from sqlalchemy import select
 
+from bench.local_sip import free_listen_port
 from kokan.app import create_app
 from kokan.config import Settings
 from kokan.db import Database
@@ -73,13 +73,6 @@ class Handler:
         return "250 2.0.0 queued"
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
 @pytest.fixture
 def mailbox() -> Iterator[tuple[Mailbox, int]]:
     box = Mailbox()
@@ -92,7 +85,7 @@ def mailbox() -> Iterator[tuple[Mailbox, int]]:
         good = data.login == SMTP_USER.encode() and data.password == SMTP_PASSWORD.encode()
         return AuthResult(success=good, handled=False)  # handled=False: aiosmtpd answers 535
 
-    port = free_port()
+    port = free_listen_port()
     controller = Controller(
         Handler(box),
         hostname="127.0.0.1",
@@ -271,7 +264,7 @@ def test_a_wrong_password_or_no_server_marks_the_reply_failed(
     assert "535" in (row(database, wrong["id"]).delivery_error or "")
     assert row(database, wrong["id"]).delivery_status == "failed"
 
-    monkeypatch.setenv("KOKAN_EMAIL__SMTP_PORT", str(free_port()))
+    monkeypatch.setenv("KOKAN_EMAIL__SMTP_PORT", str(free_listen_port()))
     down = ok(api.post(f"/api/tickets/{ticket_id}/replies", {"body": "y"}), 202)
     work(redis_client)
     stored_row = row(database, down["id"])

@@ -28,7 +28,13 @@ from argon2 import PasswordHasher
 from rq import Worker
 
 from admin.services import find_user
-from bench.local_sip import RTP_PORTS, SIP_PORTS, free_port_run, sip_options_answered
+from bench.local_sip import (
+    RTP_PORTS,
+    SIP_PORTS,
+    free_listen_port,
+    free_port_run,
+    sip_options_answered,
+)
 from kokan.config import SIP_MAX_CALLS
 from kokan.db import Database
 from kokan.redis_conn import connect
@@ -44,19 +50,9 @@ POLL_S = 0.05
 SERVING_LINE = "Kokan is serving on"
 DEMO_ADMIN_LINE = "Demo admin created"
 ONE_TIME_PASSWORD = re.compile(r"one-time password '([^']+)'")
-RESERVED_PORTS = {8080, 6379}
 SIP_READY_DEADLINE_S = 30.0
 """The SIP child imports Kokan and pjsua and speaks its apology prompt once before it
 listens; on a busy machine that takes several seconds after the web server answers."""
-
-
-def free_port() -> int:
-    while True:
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-            probe.bind(("127.0.0.1", 0))
-            port = int(probe.getsockname()[1])
-        if port not in RESERVED_PORTS:
-            return port
 
 
 def is_gone(pid: int) -> bool:
@@ -237,12 +233,12 @@ def _start_serve(
     port: int | None = None,
 ) -> Served:
     data_dir = data_dir or root / "var"
-    port = port or free_port()
+    port = port or free_listen_port()
     sip_port = free_sip_port()
     run = len(started)
     stdout_path, stderr_path = root / f"serve-{run}.out", root / f"serve-{run}.err"
     full_env = clean_environ()
-    full_env["KOKAN_LIVE_PORT"] = str(free_port())  # not port + 1: that one may be taken
+    full_env["KOKAN_LIVE_PORT"] = str(free_listen_port())  # not port + 1: that one may be taken
     # the SIP child's RTP range of its own, away from 40000 and from parallel tests
     full_env["KOKAN_SIP__RTP_PORT"] = str(free_port_run(2 * SIP_MAX_CALLS, *RTP_PORTS, tcp=False))
     full_env.update(env)
@@ -387,7 +383,7 @@ def test_serve_runs_a_worker_that_answers_the_self_check(running: Served) -> Non
 def test_second_serve_on_the_same_data_folder_is_refused_and_the_first_keeps_serving(
     running: Served,
 ) -> None:
-    result = run_kokan(*serve_args(running.data_dir, free_port()), cwd=running.root)
+    result = run_kokan(*serve_args(running.data_dir, free_listen_port()), cwd=running.root)
 
     assert_one_clear_error(
         result, str(running.data_dir), "already in use", f"pid {running.process.pid}"
@@ -561,7 +557,7 @@ def test_a_sip_port_already_taken_is_refused(workdir: Path, serve_env: dict[str,
         taken.bind(("127.0.0.1", sip_port))
 
         result = run_kokan(
-            *serve_args(workdir / "var", free_port(), sip_port), env=serve_env, cwd=workdir
+            *serve_args(workdir / "var", free_listen_port(), sip_port), env=serve_env, cwd=workdir
         )
 
     assert_one_clear_error(
@@ -574,7 +570,7 @@ def test_a_sip_port_already_taken_is_refused(workdir: Path, serve_env: dict[str,
 def test_an_unreachable_redis_url_is_refused(workdir: Path, serve_env: dict[str, str]) -> None:
     env = {**serve_env, "REDIS_URL": "redis://127.0.0.1:1/0"}
 
-    result = run_kokan(*serve_args(workdir / "var", free_port()), env=env, cwd=workdir)
+    result = run_kokan(*serve_args(workdir / "var", free_listen_port()), env=env, cwd=workdir)
 
     assert_one_clear_error(result, "Redis", "redis://127.0.0.1:1/0", "REDIS_URL")
 
@@ -582,7 +578,7 @@ def test_an_unreachable_redis_url_is_refused(workdir: Path, serve_env: dict[str,
 def test_an_unreachable_database_url_is_refused(workdir: Path) -> None:
     env = {"DATABASE_URL": "postgresql://postgres@127.0.0.1:1/x"}
 
-    result = run_kokan(*serve_args(workdir / "var", free_port()), env=env, cwd=workdir)
+    result = run_kokan(*serve_args(workdir / "var", free_listen_port()), env=env, cwd=workdir)
 
     assert_one_clear_error(result, "database", "127.0.0.1:1", "DATABASE_URL")
     assert processes_of(workdir) == [], "nothing may keep running after a refused start"
@@ -604,7 +600,7 @@ def test_a_data_folder_that_cannot_be_written_is_refused(
     (workdir / "plain-file").write_text("a file, not a folder\n", encoding="utf-8")
     folder = data_dir.format(workdir=workdir, unique=uuid.uuid4().hex[:8])
 
-    result = run_kokan(*serve_args(folder, free_port()), env=serve_env, cwd=workdir)
+    result = run_kokan(*serve_args(folder, free_listen_port()), env=serve_env, cwd=workdir)
 
     assert_one_clear_error(result, f"data folder {folder}", reason)
 
@@ -616,7 +612,7 @@ def test_a_data_folder_that_is_a_regular_file_is_refused(
     plain_file.write_text("a file, not a folder\n", encoding="utf-8")
     env = {**serve_env, "KOKAN_DATA_DIR": str(plain_file)}
 
-    result = run_kokan("serve", "--port", str(free_port()), env=env, cwd=workdir)
+    result = run_kokan("serve", "--port", str(free_listen_port()), env=env, cwd=workdir)
 
     assert_one_clear_error(result, f"data folder {plain_file}", "exists but is not a folder")
     assert plain_file.read_text(encoding="utf-8") == "a file, not a folder\n"
@@ -635,7 +631,7 @@ def test_a_broken_config_yaml_is_refused(
 ) -> None:
     (workdir / "config.yaml").write_text(text, encoding="utf-8")
 
-    result = run_kokan(*serve_args(workdir / "var", free_port()), env=serve_env, cwd=workdir)
+    result = run_kokan(*serve_args(workdir / "var", free_listen_port()), env=serve_env, cwd=workdir)
 
     assert_one_clear_error(result, *fragments)
     assert not (workdir / "var").exists(), "nothing is created before the config is valid"

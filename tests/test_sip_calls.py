@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import os
-import random
 import shutil
 import signal
 import socket
@@ -25,6 +24,8 @@ from sqlalchemy import select
 from acd.events import EventLog
 from acd.runtime import apply_config
 from acd.services import AcdService
+from bench import local_sip
+from bench.local_sip import free_port_run
 from ivr.call_store import LOCK_KEY, CallStore
 from ivr.publishing import publish
 from ivr.validator import CheckContext
@@ -138,35 +139,12 @@ def _require_espeak() -> None:
 
 def free_port() -> int:
     """A port free for both UDP and TCP on 127.0.0.1 (SIP listens on both)."""
-    while True:
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
-            tcp.bind(("127.0.0.1", 0))
-            port = int(tcp.getsockname()[1])
-            try:
-                with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-                    udp.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
+    return free_port_run(1, *local_sip.SIP_PORTS, tcp=True)
 
 
 def free_rtp_base() -> int:
     """RTP_PORTS consecutive free UDP ports (pjsua binds them all at start)."""
-    for _attempt in range(200):
-        base = random.randrange(20000, 30000, 2)
-        sockets = []
-        try:
-            for port in range(base, base + RTP_PORTS):
-                udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-                sockets.append(udp)
-                udp.bind(("0.0.0.0", port))  # noqa: S104 - a worker may bind them all
-            return base
-        except OSError:
-            continue
-        finally:
-            for udp in sockets:
-                udp.close()
-    raise RuntimeError("no free RTP range")
+    return free_port_run(RTP_PORTS, *local_sip.RTP_PORTS, tcp=False)
 
 
 def wait_for(condition: Callable[[], Any], what: str, deadline_s: float = DEADLINE_S) -> Any:
