@@ -27,8 +27,9 @@ from pathlib import Path
 
 from sqlalchemy import func, insert, select
 
-from bench.ivr_webhook import CONCURRENCY, REPO, free_port, gunicorn, report, wait_until_up
+from bench.ivr_webhook import CONCURRENCY, REPO, gunicorn, report, wait_until_up
 from bench.loadgen import Result, run
+from bench.local_sip import free_listen_port
 from kokan.db import Database, normalize_url, utcnow
 from kokan.embedded_redis import EmbeddedRedis
 from kokan.migrate import upgrade
@@ -134,7 +135,7 @@ def measure_kokan(
     upgrade(database)
     seed(database)
     token, account = secrets.token_hex(16), "AC" + secrets.token_hex(16)
-    port = free_port()
+    port = free_listen_port()
     public = f"http://127.0.0.1:{port}"
     metrics = work / f"metrics-{label}"
     metrics.mkdir()
@@ -176,7 +177,7 @@ def measure_kokan(
 
 
 def measure_bare(work: Path, requests: int, rounds: int) -> Result:
-    port = free_port()
+    port = free_listen_port()
     twiml = work / "empty.xml"
     twiml.write_text('<?xml version="1.0" encoding="UTF-8"?><Response />', encoding="utf-8")
     env = {k: v for k, v in os.environ.items() if not k.startswith("KOKAN_")} | {
