@@ -1,9 +1,9 @@
 """The ACD's JSON API: queues, agents and calls for the floor, the admin and the agent.
 
 Who may do what: everyone signed in reads queues (agents see how many wait); admins
-and supervisors read agents and calls and set any agent's status; only admins change
-queues and agents; an agent reads and sets only their own agent (`acd.agent_users`
-says which agent a user is).
+and supervisors read agents and calls, set any agent's status and listen in on SIP
+calls; only admins change queues and agents; an agent reads and sets only their own
+agent (`acd.agent_users` says which agent a user is).
 """
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ from flask import Blueprint, Response, g, request
 from sqlalchemy.orm import Session
 from werkzeug.exceptions import RequestEntityTooLarge
 
-from acd import browser_phone, manage, wrapups
+from acd import browser_phone, manage, monitor, wrapups
 from acd.agent_users import NoAgentForUser
-from acd.errors import UnknownCall
+from acd.errors import UnknownAgent, UnknownCall
 from acd.runtime import agent_users, runtime
 from admin.auth import require_role
 from admin.models import Role
@@ -267,3 +267,41 @@ def wrap_up_call(call_id: str) -> dict[str, Any]:
         return wrapups.wrapup_json(row, config)
 
     return run_with_retry(database(), work)  # a double click: the second corrects the first
+
+
+# -- supervisor listen-in (SIP calls) --------------------------------------------------
+
+
+def _own_sip_uri() -> str | None:
+    """The signed-in supervisor's phone when they are also an agent with a `sip_uri`."""
+    try:
+        contact = runtime().service.agent(own_agent()).contact
+    except UnknownAgent:  # NoAgentForUser too
+        return None
+    uri = contact.get("sip_uri")
+    return str(uri) if uri else None
+
+
+@blueprint.post("/calls/<call_id>/monitor")
+@require_role(*FLOOR)
+def monitor_call(call_id: str) -> tuple[dict[str, Any], int]:
+    """Listen to, whisper in or barge into a call bridged over SIP, from the supervisor's
+    phone; on a live monitor, change its mode. 202: the worker dials, GET says how it went."""
+    body = manage.validated(monitor.MonitorRequest, _body())
+    default_uri = _own_sip_uri() if body.uri is None else None
+    monitors = monitor.Monitors(runtime().service)
+    view = monitors.request(call_id, body, default_uri=default_uri, by=g.principal.username)
+    return view.to_json(), 202
+
+
+@blueprint.get("/calls/<call_id>/monitor")
+@require_role(*FLOOR)
+def show_monitor(call_id: str) -> dict[str, Any]:
+    return monitor.Monitors(runtime().service).view(call_id).to_json()
+
+
+@blueprint.delete("/calls/<call_id>/monitor")
+@require_role(*FLOOR)
+def stop_monitor(call_id: str) -> tuple[dict[str, Any], int]:
+    """Hang up the supervisor's leg; the call goes on."""
+    return monitor.Monitors(runtime().service).stop(call_id).to_json(), 202

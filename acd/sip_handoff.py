@@ -57,6 +57,9 @@ CANCEL = "cancel"
 """The ACD expired the offer (its deadline passed): stop ringing the call's agents."""
 MAX_WAIT = "max-wait"
 """The caller waited the queue's maximum; the ACD ended the call with `action`."""
+MONITOR = "monitor"
+"""A supervisor asked to monitor the call (`acd.monitor`): `action` is the mode, `uri`
+the supervisor's phone."""
 
 
 @dataclass(frozen=True)
@@ -65,6 +68,7 @@ class Message:
     call_id: str
     offer: Offer | None = None
     action: str = ""
+    uri: str = ""
 
 
 def _offer(data: Mapping[str, Any]) -> Offer:
@@ -128,7 +132,13 @@ class SipHandoff:
     def _message(item: bytes | str) -> Message:
         data = json.loads(item)
         offer = _offer(data["offer"]) if data.get("offer") else None
-        return Message(str(data["kind"]), str(data["call_id"]), offer, str(data.get("action", "")))
+        return Message(
+            str(data["kind"]),
+            str(data["call_id"]),
+            offer,
+            str(data.get("action", "")),
+            str(data.get("uri", "")),
+        )
 
     # -- the process that makes offers ------------------------------------------------
 
@@ -165,6 +175,9 @@ class SipHandoff:
             return False
         self._push(worker, {"kind": MAX_WAIT, "call_id": call_id, "action": action})
         return True
+
+    def send_monitor(self, worker: str, call_id: str, mode: str, uri: str) -> None:
+        self._push(worker, {"kind": MONITOR, "call_id": call_id, "action": mode, "uri": uri})
 
 
 class InboxReader:

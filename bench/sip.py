@@ -67,7 +67,7 @@ from ivr.publishing import publish
 from ivr.sip_pool import layout
 from ivr.sip_prompts import PromptCache
 from ivr.validator import CheckContext
-from kokan.config import SIP_MAX_CALLS, Settings, SipSettings
+from kokan.config import RTP_PORTS_PER_CALL, SIP_MAX_CALLS, Settings, SipSettings
 from kokan.db import Database
 from kokan.embedded_redis import EmbeddedRedis, parent_death_signal
 from kokan.migrate import upgrade
@@ -734,7 +734,9 @@ def main() -> int:
             return SipSettings(
                 host=HOST,
                 port=free_port_run(args.workers, *SIP_PORTS, tcp=True),
-                rtp_port=free_port_run(2 * SIP_MAX_CALLS * args.workers, *RTP_PORTS, tcp=False),
+                rtp_port=free_port_run(
+                    RTP_PORTS_PER_CALL * SIP_MAX_CALLS * args.workers, *RTP_PORTS, tcp=False
+                ),
                 workers=args.workers,
             )
 

@@ -58,6 +58,8 @@ class Say:
 class Play:
     source: str
     """A path relative to the flows folder (prompts/x.wav) or an http(s) URL."""
+    said: Say | None = None
+    """The flow's words for the file, said instead when it is missing at run time."""
 
 
 Audio = Say | Play
@@ -337,6 +339,22 @@ class Engine:
         prompts.append(Say(VOICEMAIL_INVITATION[language], language))
         return Turn(state, (Record(tuple(prompts), 120, "#"),))
 
+    def apology(self, state: CallState) -> tuple[Say, ...]:
+        """A short apology in the call's language: the spoken parts of the flow's fallback
+        prompt, else Kokan's own (said where a prompt file has gone missing)."""
+        try:
+            flow: m.Flow | None = self.flows.version(state.flow, state.version)
+        except Exception:
+            flow = None
+        if flow is not None and flow.fallback.prompt is not None:
+            said = [
+                a for a in self._render(flow.fallback.prompt, state, flow) if isinstance(a, Say)
+            ]
+            if said:
+                return tuple(said)
+        language = state.language if state.language in DEFAULT_APOLOGY else "ja"
+        return (Say(DEFAULT_APOLOGY[language], language),)
+
     def _scope(self, state: CallState, flow: m.Flow) -> Scope:
         return Scope(
             flow=flow,
@@ -366,14 +384,22 @@ class Engine:
     def _render(self, prompt: m.Prompt | None, state: CallState, flow: m.Flow) -> list[Audio]:
         rendered: list[Audio] = []
         for part in prompt.parts if prompt else ():
-            if part.say is not None:
-                text, language = self._text(part.say, state, flow)
-                voice = part.voice or flow.voices.get(language)
-                rendered.append(Say(text, language, voice))
-            elif part.play is not None:
+            if part.play is not None:  # a say beside it is its words (Play.said)
                 source, _language = self._text(part.play, state, flow)
-                rendered.append(Play(source))
+                rendered.append(Play(source, self._said(part.say, part.voice, state, flow)))
+            elif part.say is not None:
+                said = self._said(part.say, part.voice, state, flow)
+                if said is not None:
+                    rendered.append(said)
         return rendered
+
+    def _said(
+        self, texts: dict[str, str] | None, voice: str | None, state: CallState, flow: m.Flow
+    ) -> Say | None:
+        if not texts:
+            return None
+        text, language = self._text(texts, state, flow)
+        return Say(text, language, voice or flow.voices.get(language))
 
     def _enter(self, state: CallState, name: str) -> None:
         state.path.append(name if not state.stack else f"{state.flow}:{name}")
@@ -404,7 +430,7 @@ class Engine:
             actions.extend(self._render(node.text, state, flow))
             return node.next
         if isinstance(node, m.PlayNode):
-            actions.append(Play(node.file))
+            actions.append(Play(node.file, self._said(node.text, None, state, flow)))
             return node.next
         if isinstance(node, m.MenuNode | m.GatherNode):
             actions.append(self._listen(node, state, flow, lead=()))

@@ -118,43 +118,83 @@ def _matches(expected: Any, actual: Any) -> bool:
     return str(expected) == str(actual) if not isinstance(expected, bool) else expected is actual
 
 
-def run_case(flows: FlowSource, flow_name: str, case: Case, file: str) -> CaseResult:
-    result = CaseResult(file=file, name=case.name)
+@dataclass
+class Played:
+    """What one case's call did, on whichever transport played it: the engine alone
+    (`play_case`) or a real SIP call through the SIP driver (tests/test_sip_flowtests.py)."""
+
+    path: list[str]
+    heard: list[str]
+    outcome: dict[str, Any] | None
+    variables: dict[str, Any]
+    waiting_for: str | None
+    """What the call still waits for after the last input (None: it ended or is queued)."""
+    failures: list[str] = field(default_factory=list)
+    """What went wrong while playing (an input given after the call had ended)."""
+
+
+def ended_early(index: int, text: str) -> str:
+    return f"input {index} ({text!r}) given, but the call had already ended"
+
+
+def play_case(flows: FlowSource, flow_name: str, case: Case) -> Played:
+    """The case's inputs answered through the engine, one turn each."""
     simulation = Simulation(make_engine(flows, case.at, case.http), flow_name, case.caller)
     turn = simulation.start()
+    failures: list[str] = []
     for index, text in enumerate(case.inputs, start=1):
         if waiting_for(turn) is None:
-            result.failures.append(
-                f"input {index} ({text!r}) given, but the call had already ended"
-            )
+            failures.append(ended_early(index, text))
             break
         turn = simulation.answer(parse_input(text))
-    result.path, result.heard = simulation.path, simulation.heard
-    expect = case.expect
-    if expect.path is not None and expect.path != result.path:
-        result.failures.append(f"path: expected {expect.path}, got {result.path}")
+    return Played(
+        path=simulation.path,
+        heard=simulation.heard,
+        outcome=turn.state.outcome,
+        variables=dict(turn.state.variables),
+        waiting_for=waiting_for(turn),
+        failures=failures,
+    )
+
+
+def judge(expect: Expectation, played: Played) -> list[str]:
+    """The one comparison of a played call with the case's expectation, for every transport."""
+    failures = list(played.failures)
+    if expect.path is not None and expect.path != played.path:
+        failures.append(f"path: expected {expect.path}, got {played.path}")
     position = 0
     for wanted in expect.heard:
         found = next(
-            (i for i in range(position, len(result.heard)) if wanted in result.heard[i]), None
+            (i for i in range(position, len(played.heard)) if wanted in played.heard[i]), None
         )
         if found is None:
-            result.failures.append(
-                f"heard: {wanted!r} not heard (after prompt {position}); heard {result.heard}"
+            failures.append(
+                f"heard: {wanted!r} not heard (after prompt {position}); heard {played.heard}"
             )
             break
         position = found + 1
-    outcome = turn.state.outcome
+    outcome = played.outcome
     if expect.outcome is not None:
-        if waiting_for(turn) is not None and outcome is None:
-            result.failures.append(f"outcome: the call is still waiting for {waiting_for(turn)}")
+        if played.waiting_for is not None and outcome is None:
+            failures.append(f"outcome: the call is still waiting for {played.waiting_for}")
         elif not _matches(expect.outcome, outcome or {}):
-            result.failures.append(f"outcome: expected {expect.outcome}, got {outcome}")
+            failures.append(f"outcome: expected {expect.outcome}, got {outcome}")
     for variable, value in expect.variables.items():
-        actual = turn.state.variables.get(variable)
+        actual = played.variables.get(variable)
         if not _matches(value, actual):
-            result.failures.append(f"variables.{variable}: expected {value!r}, got {actual!r}")
-    return result
+            failures.append(f"variables.{variable}: expected {value!r}, got {actual!r}")
+    return failures
+
+
+def run_case(flows: FlowSource, flow_name: str, case: Case, file: str) -> CaseResult:
+    played = play_case(flows, flow_name, case)
+    return CaseResult(
+        file=file,
+        name=case.name,
+        failures=judge(case.expect, played),
+        path=played.path,
+        heard=played.heard,
+    )
 
 
 def run_file(flows: FlowSource, path: Path, display: str | None = None) -> list[CaseResult]:

@@ -17,6 +17,7 @@ from pydantic import (
     ConfigDict,
     Field,
     GetJsonSchemaHandler,
+    WithJsonSchema,
     field_validator,
     model_validator,
 )
@@ -84,14 +85,15 @@ _PART_SCHEMA: dict[str, Any] = {
         },
         {
             "type": "object",
-            "description": "text to say or audio to play (a file under flows/ or a URL)",
+            "description": "text to say or audio to play (a file under flows/ or a URL); "
+            "beside play, say is what is said if the file is missing at run time",
             "properties": {
                 "say": _TEXTS_SCHEMA,
                 "play": _TEXTS_SCHEMA,
                 "voice": {"type": "string"},
             },
             "additionalProperties": False,
-            "oneOf": [{"required": ["say"]}, {"required": ["play"]}],
+            "anyOf": [{"required": ["say"]}, {"required": ["play"]}],
         },
     ]
 }
@@ -127,15 +129,20 @@ class PromptPart(Strict):
 
     @model_validator(mode="after")
     def _one_kind(self) -> PromptPart:
-        if (self.say is None) == (self.play is None):
-            raise ValueError("a prompt has exactly one of say or play")
-        texts = self.say if self.say is not None else self.play
-        for language, text in (texts or {}).items():
-            if language != "*" and not LANGUAGE_CODE.fullmatch(language):
-                raise ValueError(f"{language!r} is not a language code (like ja or en-US)")
-            if not text.strip():
-                raise ValueError("a prompt text must not be empty")
+        # say beside play: the words said when the file is missing at run time
+        if self.say is None and self.play is None:
+            raise ValueError("a prompt has say or play (or play with say as its words)")
+        for texts in (self.say, self.play):
+            _check_texts(texts)
         return self
+
+
+def _check_texts(texts: dict[str, str] | None) -> None:
+    for language, text in (texts or {}).items():
+        if language != "*" and not LANGUAGE_CODE.fullmatch(language):
+            raise ValueError(f"{language!r} is not a language code (like ja or en-US)")
+        if not text.strip():
+            raise ValueError("a prompt text must not be empty")
 
 
 class Prompt(Strict):
@@ -172,7 +179,23 @@ class SayNode(Strict):
 class PlayNode(Strict):
     type: Literal["play"]
     file: str = Field(min_length=1, description="a file under flows/prompts/ or an http(s) URL")
+    text: Annotated[dict[str, str] | None, WithJsonSchema(_TEXTS_SCHEMA)] = Field(
+        default=None,
+        description="what the file says, as text or {language: text}: spoken instead when "
+        "the file is missing at run time",
+    )
     next: NodeName
+
+    @field_validator("text", mode="before")
+    @classmethod
+    def _text_spellings(cls, value: Any) -> Any:
+        return {"*": value} if isinstance(value, str) else value
+
+    @field_validator("text")
+    @classmethod
+    def _texts(cls, value: dict[str, str] | None) -> dict[str, str] | None:
+        _check_texts(value)
+        return value
 
 
 class MenuNode(Strict):

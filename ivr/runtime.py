@@ -35,6 +35,7 @@ def init_app(app: Flask, resources: Resources) -> None:
         on_queued=queue_voice(app).join,
         recorder=queue_voice(app).recorder,
         survey_by_sms=settings.tickets.sms_survey.mode == "always",
+        flows_dir=settings.flows_dir,
     )
 
 

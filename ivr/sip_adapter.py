@@ -193,7 +193,7 @@ class SipEndpoint:
         account_config.idUri = f"sip:kokan@{self.public}:{s.port}"
         media = account_config.mediaConfig.transportConfig
         media.port = s.rtp_port
-        media.portRange = 2 * s.max_calls
+        media.portRange = s.rtp_ports_per_worker
         media.boundAddress = s.host
         media.publicAddress = self.public
         # no re-INVITE to narrow an answer with several codecs down to one: it restarts the
@@ -322,7 +322,7 @@ class SipEndpoint:
                 self._live_token.pop(leg, None)
                 self._guard(leg, lambda: driver.played(leg))
         elif event.kind == "transferred":
-            self._guard(leg, lambda: self.hang_up(leg))
+            self._guard(leg, lambda: driver.transferred(leg))
         elif event.kind == "transfer-failed":
             self._guard(leg, lambda: driver.transfer_failed(leg))
         elif event.kind == "confirmed":
@@ -435,6 +435,23 @@ class SipEndpoint:
         first, second = self._audio(one), self._audio(other)
         first.startTransmit(second)
         second.startTransmit(first)
+
+    def transmit(self, source: str, sink: str) -> None:
+        """One way through the conference bridge: `sink` hears `source` (a supervisor)."""
+        self._audio(source).startTransmit(self._audio(sink))
+
+    def stop_transmit(self, source: str, sink: str) -> None:
+        try:
+            self._audio(source).stopTransmit(self._audio(sink))
+        except Exception:
+            log.debug("the connection or the call's media is already gone")
+
+    def rx_level(self, leg: str) -> int:
+        """The level of what the caller sends, as the conference bridge last measured it
+        (20 ms frames, while a recorder listens). Measured on pjsua2 2.15: a call port's
+        getTxLevel follows the caller's voice (what the port transmits into the bridge) and
+        its getRxLevel stays 0."""
+        return int(self._audio(leg).getTxLevel())
 
     def transfer(self, leg: str, target: str) -> None:
         op = pj.CallOpParam()

@@ -51,10 +51,20 @@ from acd.errors import (
     UnknownCall,
 )
 from acd.estimates import announcement
+from acd.monitor import Monitors
 from acd.results import Offer
 from acd.schemas import DEFAULT_RING_TIMEOUT_S
 from acd.services import AcdService
-from acd.sip_handoff import CANCEL, HEARTBEAT_S, MAX_WAIT, OFFER, InboxReader, Message, SipHandoff
+from acd.sip_handoff import (
+    CANCEL,
+    HEARTBEAT_S,
+    MAX_WAIT,
+    MONITOR,
+    OFFER,
+    InboxReader,
+    Message,
+    SipHandoff,
+)
 from ivr.call_store import AlsoSend, CallStore
 from ivr.engine import (
     Action,
@@ -74,12 +84,24 @@ from ivr.engine import (
     Transfer,
     Turn,
 )
+from ivr.prompt_fallback import resolve
+from ivr.sip_monitor import BridgedCall, SupervisorLegs
 from ivr.sip_prompts import PromptCache
 from ivr.sip_recordings import BridgedRecording, leg_files
+from ivr.sip_speech import (
+    RESULT_POLL_S,
+    RESULT_WAIT_S,
+    Answer,
+    Capture,
+    SpeechJobs,
+    Status,
+    event_for,
+    phrases_of,
+)
 from ivr.twilio_calls import AFTER_AGENT_STEP, survey_answers
 from ivr.twiml import APOLOGY
 from kokan import logs
-from kokan.config import QueueSettings
+from kokan.config import SIP_MAX_CALLS, QueueSettings
 from kokan.db import utcnow
 from recording import policy
 from tickets import cdr
@@ -148,6 +170,16 @@ class Media(Protocol):
         """Each leg hears the other."""
         ...
 
+    def transmit(self, source: str, sink: str) -> None:
+        """`sink` hears `source` (one way; a supervisor's listen-in, ivr.sip_monitor)."""
+        ...
+
+    def stop_transmit(self, source: str, sink: str) -> None: ...
+
+    def rx_level(self, leg: str) -> int:
+        """The caller's current level (pjsua's 0-255) while a recording runs: speech or not."""
+        ...
+
 
 KeepVoicemail = Callable[[str, Path, int], None]
 """(call id, WAV file, seconds): hands a finished voicemail to the recording pipeline."""
@@ -198,10 +230,15 @@ class Session:
     agent_legs: set[str] = field(default_factory=set)
     agent_leg: str | None = None
     """The agent leg that answered."""
+    referring: str | None = None
+    """The agent the caller was sent a REFER to (a `refer` queue) while its NOTIFY has not
+    said how it went; no other offer is taken meanwhile."""
     call_recording: BridgedRecording | None = None
     """The bridge is being recorded (each leg into its own file)."""
     bridge_recorded: bool = False
     """The bridge's recording has started once: a re-INVITE's new bridge does not restart it."""
+    capture: Capture | None = None
+    """A spoken answer being recorded or recognised (ivr.sip_speech) while listening."""
     consent_playing: bool = False
     """The queue's recording consent plays to the caller; the bridge waits for its end."""
     extra: dict[str, str] = field(default_factory=dict)
@@ -260,12 +297,15 @@ class Driver:
         queues: Mapping[str, QueueSettings] | None = None,
         survey_by_sms: bool = False,
         keep_call_recording: KeepCallRecording | None = None,
+        max_calls: int = SIP_MAX_CALLS,
+        speech: SpeechJobs | None = None,
     ) -> None:
         """`handoff` + `worker_id`: where this worker's offers arrive (none: queued callers
         only hear music); `ring_timeout(queue)`: how long an agent rings; `queues`: the
         configured queues (position announcements, recording policy); `survey_by_sms`: no
         voice survey after the agent (tickets.sms_survey sends it as texts), as on Twilio;
-        `keep_call_recording`: where recorded bridges go (none: bridges are not recorded)."""
+        `keep_call_recording`: where recorded bridges go (none: bridges are not recorded);
+        `speech`: the `asr` queue for spoken answers (none: speech nodes take keys only)."""
         self.engine = engine
         self.store = store
         self.media = media
@@ -282,8 +322,17 @@ class Driver:
         self.queues: Mapping[str, QueueSettings] = queues or {}
         self.survey_by_sms = survey_by_sms
         self.keep_call_recording = keep_call_recording
+        self.speech = speech
         self.sessions: dict[str, Session] = {}
         self.agents: dict[str, AgentLeg] = {}
+        # supervisors listening in (`max_calls`: this worker's pjsua call slots)
+        self.monitor = SupervisorLegs(
+            media=media,
+            calls=self,
+            report=Monitors(acd).report if acd is not None else None,
+            clock=clock,
+            max_calls=max_calls,
+        )
         self._next_poll = 0.0
         self._next_beat = 0.0
         self._inbox: InboxReader | None = None
@@ -328,11 +377,14 @@ class Driver:
             logs.call_id_var.reset(token)
 
     def media_ready(self, leg: str) -> None:
+        if self.monitor.media_ready(leg):
+            return
         agent = self.agents.get(leg)
         if agent is not None:
             agent.media_up = True
             agent.bridged = False  # a re-INVITE restarts the stream: connect it again
             self._bridge_when_ready(agent)
+            self.monitor.relink(agent.call_id)
             return
         session = self.sessions.get(leg)
         if session is None:
@@ -343,6 +395,7 @@ class Driver:
             bridged = self.agents[session.agent_leg]
             bridged.bridged = False  # the caller's stream (re)started: connect it (again)
             self._bridge_when_ready(bridged)
+            self.monitor.relink(session.call_id)
         elif first:
             self._perform_when_ready(session)
 
@@ -352,7 +405,7 @@ class Driver:
         if session is not None:
             return session.call_id
         agent = self.agents.get(leg)
-        return agent.call_id if agent is not None else None
+        return agent.call_id if agent is not None else self.monitor.call_id_of(leg)
 
     def digit(self, leg: str, key: str) -> None:
         session = self.sessions.get(leg)
@@ -365,7 +418,7 @@ class Driver:
         if session.phase == Phase.PROMPTING and isinstance(session.then, Listen):
             if session.then.digits:  # barge-in: a key stops the prompt, as in Twilio's Gather
                 self.media.stop_audio(leg)
-                self._listen(session, session.then)
+                self._listen(session, session.then, speech=False)  # the key is the answer
             else:
                 return
         if (
@@ -410,6 +463,9 @@ class Driver:
 
     def tick(self, now: float) -> None:
         for session in list(self.sessions.values()):
+            if session.capture is not None and session.phase == Phase.LISTENING:
+                self._hear(session, now)
+        for session in list(self.sessions.values()):
             if session.deadline is None or now < session.deadline:
                 continue
             session.deadline = None
@@ -432,6 +488,7 @@ class Driver:
                     self.media.hang_up(agent.leg)
                 finally:
                     logs.call_id_var.reset(token)
+        self.monitor.tick(now)
         if self.handoff is not None and now >= self._next_beat:
             self._next_beat = now + HEARTBEAT_S
             try:
@@ -447,6 +504,8 @@ class Driver:
 
     def confirmed(self, leg: str) -> None:
         """A call is up; for an agent leg, the agent answered: take the call, bridge."""
+        if self.monitor.confirmed(leg):
+            return  # a supervisor answered: wired for their mode
         agent = self.agents.get(leg)
         if agent is None:
             return  # a caller's own leg: answered by us, nothing to do
@@ -459,6 +518,8 @@ class Driver:
     def disconnected(self, leg: str, status: int = 0) -> None:
         """The call is over (the caller hung up, or our own hang-up completed); `status` is
         the last SIP status (486 busy, 603 declined, 408/487 not answered...)."""
+        if self.monitor.disconnected(leg, status):
+            return  # a supervisor left: the call goes on
         agent = self.agents.pop(leg, None)
         if agent is not None:
             token = logs.call_id_var.set(agent.call_id)
@@ -473,6 +534,7 @@ class Driver:
         token = logs.call_id_var.set(session.call_id)
         try:
             session.gone = True
+            self._drop_capture(session)
             if session.phase == Phase.RECORDING:
                 self._finish_recording(session)  # a hang-up ends a voicemail, as on Twilio
             session.phase = Phase.ENDED
@@ -481,13 +543,37 @@ class Driver:
             self._end_record(session)
             for agent_leg in list(session.agent_legs):
                 self._drop_agent(agent_leg)  # a ringing agent's leg is cancelled
+            self.monitor.call_ended(session.call_id)
             log.info("call ended")
         finally:
             self.sessions.pop(leg, None)
             logs.call_id_var.reset(token)
 
+    def transferred(self, leg: str) -> None:
+        """The REFER's final NOTIFY said the caller reached the target: our leg ends (the
+        pjsua call slot is free); a caller referred to an agent was answered for the ACD."""
+        session = self.sessions.get(leg)
+        if session is not None and session.referring is not None:
+            token = logs.call_id_var.set(session.call_id)
+            try:
+                self._referred(session, session.referring)
+            finally:
+                logs.call_id_var.reset(token)
+        if session is not None:
+            session.phase = Phase.ENDING
+        self.media.hang_up(leg)
+
     def transfer_failed(self, leg: str) -> None:
         session = self.sessions.get(leg)
+        if session is not None and session.referring is not None:
+            agent_id, session.referring = session.referring, None
+            token = logs.call_id_var.set(session.call_id)
+            try:  # as an agent who does not answer: back in line, the music goes on
+                log.warning("the REFER to agent %s failed; the caller waits on", agent_id)
+                self._no_answer(session.call_id, agent_id)
+            finally:
+                logs.call_id_var.reset(token)
+            return
         if session is not None:
             log.warning("the transfer failed; hanging up")
             self.media.hang_up(leg)
@@ -527,6 +613,7 @@ class Driver:
     def shutdown(self) -> None:
         """Stop taking calls and hang up the ones in progress (the adapter pumps events)."""
         self.accepting = False
+        self.monitor.shutdown()
         if self._inbox is not None:
             self._inbox.stop(wait=False)  # its daemon thread ends within a blocking pop
         for agent in list(self.agents.values()):
@@ -564,6 +651,8 @@ class Driver:
                     self._drop_agent(leg)
         elif message.kind == MAX_WAIT:
             self._max_wait(message.call_id)
+        elif message.kind == MONITOR:
+            self.monitor.request(message.call_id, message.action, message.uri)
 
     def _max_wait(self, call_id: str) -> None:
         """The longest wait passed and the ACD chose for the caller (as Twilio's hold loop
@@ -637,6 +726,18 @@ class Driver:
     def _session_of(self, call_id: str) -> Session | None:
         return next((s for s in self.sessions.values() if s.call_id == call_id), None)
 
+    def bridged_call(self, call_id: str) -> BridgedCall | None:
+        """A call talking to its agent here, as a supervisor's leg is wired to it."""
+        session = self._session_of(call_id)
+        agent = self.agents.get(session.agent_leg or "") if session is not None else None
+        if session is None or session.gone or agent is None:
+            return None
+        return BridgedCall(session.leg, session.media_up, agent.leg, agent.media_up)
+
+    def legs_in_use(self) -> int:
+        """pjsua calls held: each caller, each agent leg rung or talking, each supervisor."""
+        return len(self.sessions) + len(self.agents) + len(self.monitor.legs)
+
     def _offered(self, offer: Offer) -> None:
         session = self._session_of(offer.call_id)
         if session is None or session.gone:
@@ -653,9 +754,68 @@ class Driver:
             for agent_id in offer.agents:
                 self._no_answer(offer.call_id, agent_id)
             return
+        if self._refers(session, offer.queue):
+            self._refer(session, offer.agents[0])
+            return
         ring_s = self.ring_timeout(offer.queue)
         for agent_id in offer.agents:
             self._ring(session, agent_id, ring_s, offer.queue)
+
+    def _refers(self, session: Session, queue: str) -> bool:
+        """The queue hands SIP callers to the agent by REFER (`sip_agent_leg: refer`),
+        unless the flow asks for the call to be recorded: only a bridge can record it."""
+        settings = self.queues.get(queue)
+        if settings is None or settings.sip_agent_leg != "refer":
+            return False
+        outcome = (session.state.outcome if session.state else None) or {}
+        flow_mode = outcome.get("recording")
+        if isinstance(flow_mode, str) and flow_mode == policy.ALWAYS:
+            log.info("the flow records this call: bridging the agent instead of a REFER")
+            return False
+        return True
+
+    def _refer(self, session: Session, agent_id: str) -> None:
+        """Send the caller a REFER to the agent's phone; the music goes on until its NOTIFY
+        says how it went (`transferred` / `transfer_failed`)."""
+        try:
+            uri = self._acd().agent(agent_id).contact.get("sip_uri")
+        except UnknownAgent:
+            uri = None
+        if not uri:
+            log.warning("agent %s has no SIP URI to refer the caller to", agent_id)
+            self._no_answer(session.call_id, agent_id)
+            return
+        try:
+            self.media.transfer(session.leg, uri)
+        except Exception:
+            log.exception("could not refer the caller to agent %s at %s", agent_id, uri)
+            self._no_answer(session.call_id, agent_id)
+            return
+        session.referring = agent_id
+        log.info("referred the caller to agent %s at %s", agent_id, uri)
+
+    def _referred(self, session: Session, agent_id: str) -> None:
+        """The caller reached the agent by REFER: answered in the ACD, transferred-to-agent
+        in the call's record, and ended in the ACD at once (the agent's wrap-up starts):
+        Kokan no longer sees the call, so it cannot tell when the conversation ends."""
+        session.referring = None
+        try:
+            answered = self._acd().answer(session.call_id, agent_id)
+            log.info(
+                "agent %s took the call by REFER after a %d ms wait", agent_id, answered.wait_ms
+            )
+        except ACD_MOVED_ON as exc:
+            log.warning("the caller reached agent %s after the offer moved on: %s", agent_id, exc)
+        identity = self._identity(session)
+        now = utcnow()
+        try:
+            pipe = self.redis.pipeline(transaction=False)
+            cdr.append(pipe, "answered", identity, now)
+            cdr.append(pipe, "outcome", identity, now, outcome=Outcome.TRANSFERRED_TO_AGENT.value)
+            pipe.execute()
+        except Exception:
+            log.exception("could not record the transfer to the agent")
+        self._acd_hangup(session)
 
     def _ring(self, session: Session, agent_id: str, ring_s: float, queue: str) -> None:
         acd = self._acd()
@@ -810,6 +970,7 @@ class Driver:
                 log.info("agent %s did not answer (SIP %s)", agent.agent_id, status)
                 self._agent_not_reached(agent)
             return
+        self.monitor.call_ended(agent.call_id)  # the supervisor heard the conversation: over
         if session is None or session.gone:
             return
         self._stop_call_recording(session, agent.leg)
@@ -961,6 +1122,7 @@ class Driver:
 
     def _perform(self, session: Session, actions: tuple[Action, ...]) -> None:
         """Audio in order, then the turn's waiting action once the audio has played."""
+        actions = self._resolved(session, actions)
         audio: list[Audio] = []
         following: Action = Hangup()
         for action in actions:
@@ -974,6 +1136,7 @@ class Driver:
                 following = action
                 break
             # RecordingControl: call recording over SIP is a later slice; nothing to pause
+        self._drop_capture(session)  # a new turn (or the fallback): the old answer is moot
         files = [self.prompts.audio(item) for item in audio]
         if isinstance(following, Record):
             files.append(self.prompts.beep())
@@ -989,11 +1152,118 @@ class Driver:
         else:
             self.played(session.leg)
 
-    def _listen(self, session: Session, listen: Listen) -> None:
+    def _resolved(self, session: Session, actions: tuple[Action, ...]) -> tuple[Action, ...]:
+        """A prompt file gone since the flow was published is said as its text, or as the
+        flow's apology (ivr.prompt_fallback): the call walks on, never in silence."""
+        state = session.state
+        return resolve(
+            actions,
+            missing=self.prompts.missing,
+            apology=(lambda: self.engine.apology(state)) if state is not None else lambda: APOLOGY,
+            call_id=session.call_id,
+        )
+
+    def _listen(self, session: Session, listen: Listen, *, speech: bool = True) -> None:
         session.phase = Phase.LISTENING
         session.deadline = self.clock() + listen.timeout
+        if speech and listen.speech:
+            self._start_capture(session, listen)
+
+    def _start_capture(self, session: Session, listen: Listen) -> None:
+        """Record what the caller says for a node that accepts speech; the timeout stands
+        until they start speaking, and keys still work (the first one wins)."""
+        phrases = phrases_of(listen.phrases, listen.hints)
+        if self.speech is None or not phrases:
+            log.warning(
+                "the node accepts speech, but %s; it takes keys only over SIP",
+                "this worker has no speech queue" if phrases else "it lists no phrases or hints",
+            )
+            return
+        step = session.state.step if session.state else 0
+        capture = Capture(self.speech.path_for(session.call_id, step), phrases, listen.language)
+        try:
+            self.media.start_recording(session.leg, capture.path)
+        except Exception:
+            log.exception("could not record the caller's answer; keys only")
+            return
+        session.capture = capture
+
+    def _hear(self, session: Session, now: float) -> None:
+        """The loop's look at a spoken answer: the caller's level until the utterance ends,
+        then the recognition job's result until its deadline."""
+        capture, speech = session.capture, self.speech
+        if capture is None or speech is None:
+            return
+        token = logs.call_id_var.set(session.call_id)
+        try:
+            if capture.job is None:
+                try:
+                    level = self.media.rx_level(session.leg)
+                except Exception:
+                    level = 0  # the media is going away; the hang-up follows
+                if not capture.hear(now, level):
+                    if capture.speaking:
+                        session.deadline = None  # a caller who is talking is not timed out
+                    return
+                self.media.stop_recording(session.leg)
+                session.deadline = None
+                try:
+                    capture.job = speech.submit(capture.path, capture.phrases, capture.language)
+                except Exception:
+                    log.exception("could not ask for the answer's recognition; no input")
+                    self._speech_answered(session, NoInput())
+                    return
+                capture.result_deadline = now + RESULT_WAIT_S
+                capture.next_poll = now + RESULT_POLL_S
+                log.info("caller spoke for %.1f s; recognising", now - (capture.speech_at or now))
+                return
+            if now < capture.next_poll:
+                return
+            capture.next_poll = now + RESULT_POLL_S
+            try:
+                answer = speech.result(capture.job)
+            except Exception:
+                log.exception("could not read the recognition's result")
+                answer = Answer(Status.FAILED)
+            if answer.status is Status.PENDING and now < capture.result_deadline:
+                return
+            if answer.status is Status.PENDING:
+                log.warning("no recognition within %s s; taken as no input", RESULT_WAIT_S)
+            elif answer.status is Status.FAILED:
+                log.warning("the recognition job failed; taken as no input")
+            else:
+                log.info("caller said %r: %r", answer.heard, answer.phrase)
+            self._speech_answered(session, event_for(answer))
+        except Exception:
+            log.exception("the spoken answer failed; the caller hears the fallback")
+            with contextlib.suppress(Exception):
+                self._drop_capture(session)
+            self.fail(session.leg)
+        finally:
+            logs.call_id_var.reset(token)
+
+    def _speech_answered(self, session: Session, event: Event) -> None:
+        self._drop_capture(session)
+        self._advance(session, event)
+
+    def _drop_capture(self, session: Session) -> None:
+        capture, session.capture = session.capture, None
+        if capture is None:
+            return
+        if capture.job is None:  # still recording
+            self.media.stop_recording(session.leg)
+        if self.speech is not None:
+            self.speech.forget(capture)
 
     def _listen_key(self, session: Session, listen: Listen, key: str) -> None:
+        if session.capture is not None:  # a key stops the spoken answer and wins
+            token = logs.call_id_var.set(session.call_id)
+            try:
+                said = "mid-speech" if session.capture.speaking else "unsaid"
+                log.info("a key ended the spoken answer (%s)", said)
+            finally:
+                logs.call_id_var.reset(token)
+            self._drop_capture(session)
         if listen.finish_on_key and key in listen.finish_on_key:
             event: Event = Input(digits=session.digits) if session.digits else NoInput()
             self._advance(session, event)
@@ -1198,6 +1468,7 @@ def _waiting(session: Session) -> bool:
         session.queued
         and not session.gone
         and session.agent_leg is None
+        and session.referring is None
         and session.phase not in (Phase.ENDING, Phase.ENDED)
     )
 

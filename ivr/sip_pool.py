@@ -171,7 +171,7 @@ class WorkerSlot:
 
 
 def layout(settings: SipSettings) -> list[WorkerSlot]:
-    """Worker i: SIP port + i, RTP from rtp_port + i x 2 x max_calls (no two overlap; the
+    """Worker i: SIP port + i, RTP from rtp_port + i x 4 x max_calls (no two overlap; the
     settings refuse a layout that leaves the port space or crosses the SIP ports)."""
     return [
         WorkerSlot(

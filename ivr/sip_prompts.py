@@ -18,6 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ivr.engine import Audio, Play, Say
+from ivr.prompt_fallback import file_missing
 from ivr.sip_tts import synthesise
 from recording.ffmpeg import AudioSegment, configure_pydub
 
@@ -68,6 +69,10 @@ class PromptCache:
         if isinstance(item, Say):
             return self.spoken(item.text, item.language, item.voice)
         return self.played(item)
+
+    def missing(self, source: str) -> bool:
+        """A flow's local audio file that is not (or no longer) there (a URL never is)."""
+        return file_missing(self.flows_dir, source)
 
     def played(self, play: Play) -> Path:
         return self.file(play.source)

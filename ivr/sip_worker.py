@@ -34,6 +34,7 @@ from ivr.sip_driver import PROVIDER, Driver
 from ivr.sip_pool import PoolMember, PoolRegistry, PoolReporter
 from ivr.sip_prompts import PromptCache
 from ivr.sip_recordings import keep_bridged_recording
+from ivr.sip_speech import SpeechJobs
 from ivr.twiml import APOLOGY
 from kokan import logs
 from kokan.config import Settings
@@ -43,6 +44,8 @@ from recording.storage import LocalStorage
 
 VOICEMAIL_FOLDER = "sip-voicemail"
 """Under the data folder: a voicemail being recorded; moved into recordings once kept."""
+SPEECH_FOLDER = "sip-speech"
+"""Under the data folder: callers' spoken answers, read by `kokan worker`'s `asr` jobs."""
 VOICEMAIL_THREADS = 1
 """Voicemails are few and each is one insert: one side thread keeps them in order."""
 
@@ -87,6 +90,8 @@ class SipWorker:
             keep_call_recording=lambda recorded: self._keeper.submit(
                 keep_bridged_recording, settings, database, client, recorded
             ),
+            speech=SpeechJobs(client, data_dir / SPEECH_FOLDER),
+            max_calls=settings.sip.max_calls,
         )
         self.endpoint.driver = self.driver
         self.pool = PoolReporter(PoolRegistry(client), self.pool_member)
@@ -100,8 +105,9 @@ class SipWorker:
             host=sip.public_address or sip.host,
             port=sip.port,
             capacity=sip.max_calls,
-            # every pjsua call takes a slot: a caller's leg and each agent leg rung for it
-            live_calls=len(self.driver.sessions) + len(self.driver.agents),
+            # every pjsua call takes a slot: a caller's leg, each agent leg rung for it and
+            # each supervisor listening in
+            live_calls=self.driver.legs_in_use(),
             pid=os.getpid(),
         )
 

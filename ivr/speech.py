@@ -82,8 +82,9 @@ def recognise_audio(audio: AudioSegment, phrases: list[str], model: Any) -> Reco
     return match(words, phrases)
 
 
-def recognise_phrase(audio_path: str, phrases: list[str]) -> dict[str, Any]:
-    """The rq job: which of `phrases` the caller said in the WAV at `audio_path`."""
+def recognise_phrase(audio_path: str, phrases: list[str], language: str = "") -> dict[str, Any]:
+    """The rq job: which of `phrases` the caller said in the WAV at `audio_path`. `language`
+    is the node's (logged): one configured model serves every flow for now."""
     with job_context() as (settings, _database):
         folder = transcribe.model_path(settings)
         if folder is None:
@@ -91,5 +92,5 @@ def recognise_phrase(audio_path: str, phrases: list[str]) -> dict[str, Any]:
         model = transcribe.load_model(folder)
     audio = AudioSegment.from_wav(Path(audio_path))
     result = recognise_audio(audio, phrases, model)
-    log.info("speech %s: heard %r -> %r", audio_path, result.heard, result.phrase)
+    log.info("speech %s (%s): heard %r -> %r", audio_path, language, result.heard, result.phrase)
     return result.to_json()

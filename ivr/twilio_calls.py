@@ -6,12 +6,14 @@ import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import redis
 from twilio.twiml.voice_response import VoiceResponse
 
 from ivr.call_store import START_STEP, AlsoSend, CallBusy, CallStore
-from ivr.engine import Action, CallState, Engine, Event, RecordingControl
+from ivr.engine import Action, CallState, Engine, Event, RecordingControl, Turn
+from ivr.prompt_fallback import PromptFiles, resolve
 from ivr.twiml import Urls, render, render_fallback, render_goodbye
 from kokan import logs
 from kokan.db import utcnow
@@ -65,10 +67,12 @@ class VoiceService:
         on_queued: Callable[[CallState], None] | None = None,
         recorder: CallRecorder | None = None,
         survey_by_sms: bool = False,
+        flows_dir: Path | None = None,
     ) -> None:
         """`on_queued` hands a call whose flow ended in a queue node to the ACD;
         `recorder` pauses and resumes the call's recording for `recording` nodes;
-        `survey_by_sms` skips the voice survey (tickets.sms_survey sends it as texts)."""
+        `survey_by_sms` skips the voice survey (tickets.sms_survey sends it as texts);
+        `flows_dir`: where prompt files are, so one gone since publishing is said instead."""
         self.engine = engine
         self.store = store
         self.urls = urls
@@ -76,6 +80,21 @@ class VoiceService:
         self.on_queued = on_queued
         self.recorder = recorder
         self.survey_by_sms = survey_by_sms
+        self.prompt_files = PromptFiles(flows_dir) if flows_dir is not None else None
+
+    def _render(self, turn: Turn) -> str:
+        """The turn's TwiML; a prompt file gone since the flow was published becomes a
+        <Say> of its text or of the flow's apology (ivr.prompt_fallback), never a <Play>
+        of a file that answers 404."""
+        actions = turn.actions
+        if self.prompt_files is not None:
+            actions = resolve(
+                actions,
+                missing=self.prompt_files.missing,
+                apology=lambda: self.engine.apology(turn.state),
+                call_id=turn.state.call_id,
+            )
+        return render(actions, turn.state.step, self.urls)
 
     def start(self, call: IncomingCall) -> str:
         token = logs.call_id_var.set(call.call_sid)
@@ -83,7 +102,7 @@ class VoiceService:
             turn = self.engine.start(
                 self.flow_for_number(call.called), call.call_sid, call.caller, call.called
             )
-            twiml = render(turn.actions, turn.state.step, self.urls)
+            twiml = self._render(turn)
             earlier = self.store.save_first(
                 turn.state, twiml, also=self._call_events(turn.state, arrived=True)
             )
@@ -113,7 +132,7 @@ class VoiceService:
                 return self._out_of_step(call_sid, step, state)
             try:
                 turn = self.engine.resume(state, event)
-                twiml = render(turn.actions, turn.state.step, self.urls)
+                twiml = self._render(turn)
             except Exception:
                 self.store.release(call_sid, claim.token)
                 raise
@@ -145,7 +164,7 @@ class VoiceService:
             if state is None or turn is None:
                 self.store.release(call_sid, claim.token)
                 return render_goodbye()
-            twiml = render(turn.actions, turn.state.step, self.urls)
+            twiml = self._render(turn)
             self.store.save(
                 turn.state, AFTER_AGENT_STEP, twiml, claim.token, also=self._call_events(turn.state)
             )

@@ -561,6 +561,28 @@ class QueueSettings(QueueConfig):
         description="language -> text said to the caller before the bridge when the call "
         "may be recorded (always / on_demand)",
     )
+    sip_agent_leg: Literal["bridge", "refer"] = Field(
+        default="bridge",
+        description="SIP callers: bridge the agent through Kokan (recording, survey, two call "
+        "slots) or refer the caller to the agent with REFER (frees the slot, no recording)",
+    )
+
+    @field_validator("sip_agent_leg")
+    @classmethod
+    def _refer_is_not_recorded(cls, value: str, info: ValidationInfo) -> str:
+        # after a REFER the caller and the agent talk without Kokan: nothing to record
+        if value == "refer" and info.data.get("record") == "always":
+            raise ValueError(
+                "refer hands the caller to the agent outside Kokan, so the call cannot be "
+                "recorded: use record: never or on_demand, or sip_agent_leg: bridge"
+            )
+        # a REFER sends the caller to one phone; ringing several at once needs the bridge
+        if value == "refer" and info.data.get("strategy") == "ring_all":
+            raise ValueError(
+                "refer sends the caller to one agent, ring_all rings several: "
+                "use another strategy, or sip_agent_leg: bridge"
+            )
+        return value
 
     @field_validator("recording_consent")
     @classmethod
@@ -608,6 +630,9 @@ SIP_DEFAULT_CODECS = ("PCMU/8000", "PCMA/8000")
 """G.711 first: every phone and trunk speaks it; pjsua would otherwise offer speex first."""
 SIP_MAX_CALLS = 4
 """pjsua2-python 2.15.1's wheel is compiled with PJSUA_MAX_CALLS = 4; more is clamped."""
+RTP_PORTS_PER_CALL = 4
+"""Two RTP/RTCP pairs per call slot: pjsua binds a new call's pair while an ending call may
+still hold its own, so a full worker taking a call as another ends needs a spare pair."""
 SIP_MAX_WORKERS = 256
 """Far above what one machine's cores carry (a worker is ~30 MB and a share of a core); a
 bigger number is a typo, not a plan."""
@@ -635,8 +660,8 @@ class SipSettings(BaseModel):
     rtp_port: Whole = Field(
         default=SIP_DEFAULT_RTP_PORT,
         ge=1024,
-        le=65535 - 2 * SIP_MAX_CALLS,
-        description="first RTP port; the worker uses 2 x max_calls ports from here",
+        le=65535 - RTP_PORTS_PER_CALL * SIP_MAX_CALLS,
+        description="first RTP port; the worker uses 4 x max_calls ports from here",
     )
     max_calls: Whole = Field(
         default=SIP_MAX_CALLS, ge=1, le=SIP_MAX_CALLS, description="calls one worker holds"
@@ -652,7 +677,7 @@ class SipSettings(BaseModel):
         le=SIP_MAX_WORKERS,
         description=(
             "media worker processes `kokan sip` starts; worker i listens on port + i and "
-            "takes its 2 x max_calls RTP ports from rtp_port + i x 2 x max_calls"
+            "takes its 4 x max_calls RTP ports from rtp_port + i x 4 x max_calls"
         ),
     )
     tls_port: Whole | None = Field(
@@ -673,8 +698,8 @@ class SipSettings(BaseModel):
 
     @property
     def rtp_ports_per_worker(self) -> int:
-        """pjsua binds an RTP and an RTCP port for each call it may hold."""
-        return 2 * self.max_calls
+        """RTP and RTCP ports for each call it may hold, and a spare pair each."""
+        return RTP_PORTS_PER_CALL * self.max_calls
 
     @model_validator(mode="after")
     def _pool_fits_the_port_space(self) -> SipSettings:

@@ -17,6 +17,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 import redis
@@ -46,11 +47,23 @@ def short_tmp_dir(prefix: str) -> Path:
     return Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
 
 
+def per_worker_redis_url(configured: str) -> str:
+    """TEST_REDIS_URL's database for this pytest-xdist worker: gw0 keeps it, gwN takes the
+    Nth after it, so parallel workers never flush each other's keys."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+    offset = int(worker.removeprefix("gw") or 0)
+    if offset == 0:
+        return configured
+    parts = urlsplit(configured)
+    first = int(parts.path.strip("/") or 0)
+    return urlunsplit(parts._replace(path=f"/{first + offset}"))
+
+
 @pytest.fixture(scope="session")
 def redis_url() -> Iterator[str]:
     configured = os.environ.get("TEST_REDIS_URL")
     if configured:
-        yield configured
+        yield per_worker_redis_url(configured)
         return
     directory = short_tmp_dir("kokan-test-redis-")
     server = EmbeddedRedis(directory)

@@ -114,25 +114,33 @@ class Baresip:
             self.process.wait()
 
 
-def start_baresip(folder: Path, user: str, *, auto_answer: bool = True) -> Baresip:
-    """A softphone at sip:<user>@127.0.0.1:<free port>, in `folder` (created). A port
-    taken by another test between our check and baresip's bind is retried on another."""
+def start_baresip(
+    folder: Path,
+    user: str,
+    *,
+    auto_answer: bool = True,
+    hz: int = TONE_HZ,
+    dial: str | None = None,
+) -> Baresip:
+    """A softphone at sip:<user>@127.0.0.1:<free port>, in `folder` (created), speaking a
+    tone of `hz`; with `dial`, it calls that URI once started (a caller). A port taken by
+    another test between our check and baresip's bind is retried on another."""
     folder.mkdir(parents=True)
     (folder / "received").mkdir()
-    tone = write_tone(folder / "voice.wav")
+    tone = write_tone(folder / "voice.wav", hz)
     for _attempt in range(START_ATTEMPTS - 1):
         try:
-            return _start(folder, user, tone, auto_answer)
+            return _start(folder, user, tone, auto_answer, dial)
         except PortTaken:
             continue
-    return _start(folder, user, tone, auto_answer)
+    return _start(folder, user, tone, auto_answer, dial)
 
 
 class PortTaken(Exception):
     pass
 
 
-def _start(folder: Path, user: str, tone: Path, auto_answer: bool) -> Baresip:
+def _start(folder: Path, user: str, tone: Path, auto_answer: bool, dial: str | None) -> Baresip:
     program = require_baresip()
     port = free_baresip_port()
     config = {
@@ -157,7 +165,8 @@ def _start(folder: Path, user: str, tone: Path, auto_answer: bool) -> Baresip:
     log = folder / "baresip.log"
     with open(log, "wb") as out:
         process = subprocess.Popen(
-            [program, "-f", str(folder)],
+            # -e: menu commands run once the user agent is up
+            [program, "-f", str(folder), *(["-e", f"/dial {dial}"] if dial else [])],
             cwd=folder,
             stdin=subprocess.DEVNULL,
             stdout=out,
@@ -184,6 +193,12 @@ class Peers:
 
     def agent(self, user: str, *, auto_answer: bool = True) -> Baresip:
         phone = start_baresip(self.tmp_path / f"baresip-{user}", user, auto_answer=auto_answer)
+        self.started.append(phone)
+        return phone
+
+    def caller(self, user: str, dial: str, hz: int) -> Baresip:
+        """A softphone that calls `dial` as soon as it is up, speaking a tone of `hz`."""
+        phone = start_baresip(self.tmp_path / f"baresip-{user}", user, hz=hz, dial=dial)
         self.started.append(phone)
         return phone
 

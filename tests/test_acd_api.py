@@ -853,3 +853,32 @@ def test_stored_queues_fall_back_to_the_file_when_redis_has_no_settings(
     queues = StoredQueues(redis_client, Keys(), {"billing": file_queue})
     assert queues.get("billing") == file_queue
     assert list(queues) == ["billing"]
+
+
+def test_a_queue_refers_sip_callers_to_agents_only_when_it_does_not_record_them(
+    acd_app: Flask, api: FlaskClient, tokens: Tokens, redis_client: redis.Redis
+) -> None:
+    answer = api.put(
+        "/api/acd/queues/api-made", json={"sip_agent_leg": "refer"}, headers=tokens["root"]
+    )
+    assert answer.status_code == 200, answer.get_json()
+    stored = StoredQueues(redis_client, service_of(acd_app).keys, {}).get("api-made")
+    assert stored is not None
+    assert stored.sip_agent_leg == "refer"
+    assert QueueSettings().sip_agent_leg == "bridge"
+
+    for body in (
+        {"sip_agent_leg": "refer", "record": "always"},  # nothing to record after a REFER
+        {"sip_agent_leg": "refer", "strategy": "ring_all"},  # a REFER goes to one phone
+        {"sip_agent_leg": "transfer"},
+    ):
+        refused = api.put("/api/acd/queues/api-made", json=body, headers=tokens["root"])
+        assert refused.status_code == 400, body
+        [problem] = refused.get_json()["details"]["problems"]
+        assert problem["field"] == "sip_agent_leg", problem
+    recorded = api.put(
+        "/api/acd/queues/api-made",
+        json={"sip_agent_leg": "refer", "record": "always"},
+        headers=tokens["root"],
+    )
+    assert "cannot be recorded" in recorded.get_json()["details"]["problems"][0]["message"]

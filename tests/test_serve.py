@@ -35,7 +35,7 @@ from bench.local_sip import (
     free_port_run,
     sip_options_answered,
 )
-from kokan.config import SIP_MAX_CALLS
+from kokan.config import RTP_PORTS_PER_CALL, SIP_MAX_CALLS
 from kokan.db import Database
 from kokan.redis_conn import connect
 from tests.conftest import DatabaseFactory, clean_environ, run_kokan, short_tmp_dir
@@ -240,7 +240,9 @@ def _start_serve(
     full_env = clean_environ()
     full_env["KOKAN_LIVE_PORT"] = str(free_listen_port())  # not port + 1: that one may be taken
     # the SIP child's RTP range of its own, away from 40000 and from parallel tests
-    full_env["KOKAN_SIP__RTP_PORT"] = str(free_port_run(2 * SIP_MAX_CALLS, *RTP_PORTS, tcp=False))
+    full_env["KOKAN_SIP__RTP_PORT"] = str(
+        free_port_run(RTP_PORTS_PER_CALL * SIP_MAX_CALLS, *RTP_PORTS, tcp=False)
+    )
     full_env.update(env)
     with stdout_path.open("wb") as stdout, stderr_path.open("wb") as stderr:
         process = subprocess.Popen(

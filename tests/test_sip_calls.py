@@ -29,7 +29,7 @@ from bench.local_sip import free_port_run
 from ivr.call_store import LOCK_KEY, CallStore
 from ivr.publishing import publish
 from ivr.validator import CheckContext
-from kokan.config import QueueSettings, Settings
+from kokan.config import RTP_PORTS_PER_CALL, SIP_MAX_CALLS, QueueSettings, Settings
 from kokan.db import Database
 from recording.models import Recording, RecordingStatus
 from recording.services import job_is_live, process_job_id, recordings_queue
@@ -45,8 +45,8 @@ PCAPS = Path("/usr/share/sip-tester")
 CALLER = "0312345678"
 DEADLINE_S = 15.0
 POLL_S = 0.05
-RTP_PORTS = 8
-"""What a worker takes from its RTP base: 2 x 4 calls."""
+RTP_PORTS = RTP_PORTS_PER_CALL * SIP_MAX_CALLS
+"""What a worker takes from its RTP base (kokan.config.RTP_PORTS_PER_CALL)."""
 PCMA = 8
 PCMA_SILENCE = 0xD5
 PCAP_NAMES = {"#": "pound", "*": "star"}

@@ -26,7 +26,7 @@ from sqlalchemy import func, select
 from bench.local_sip import free_port_run, sip_options_answered, stop_process
 from ivr import kamailio
 from ivr.sip_pool import POOL_KEY, POOL_TTL_S, PoolMember, PoolRegistry, layout, worker_command
-from kokan.config import SIP_MAX_CALLS, Settings, SipSettings
+from kokan.config import RTP_PORTS_PER_CALL, SIP_MAX_CALLS, Settings, SipSettings
 from kokan.db import Database
 from kokan.startup import StartupError
 from tests.conftest import clean_environ, run_kokan, short_tmp_dir
@@ -119,7 +119,7 @@ def pool(
     publish_flow(database, sip_settings, MENU_FLOW)
     sip_port = free_port_run(WORKERS, SIP_SEARCH_LOW, SIP_SEARCH_HIGH, tcp=True)
     rtp_port = free_port_run(
-        WORKERS * 2 * SIP_MAX_CALLS, RTP_SEARCH_LOW, RTP_SEARCH_HIGH, tcp=False
+        WORKERS * RTP_PORTS_PER_CALL * SIP_MAX_CALLS, RTP_SEARCH_LOW, RTP_SEARCH_HIGH, tcp=False
     )
     config = {
         "data_dir": str(sip_settings.data_dir),
@@ -373,7 +373,7 @@ def test_a_worker_killed_with_9_loses_only_its_calls_and_new_calls_go_to_the_oth
 def test_each_worker_gets_its_own_sip_port_and_rtp_range() -> None:
     settings = SipSettings(port=5070, rtp_port=40000, workers=3)
     slots = layout(settings)
-    assert [(s.port, s.rtp_port) for s in slots] == [(5070, 40000), (5071, 40008), (5072, 40016)]
+    assert [(s.port, s.rtp_port) for s in slots] == [(5070, 40000), (5071, 40016), (5072, 40032)]
     ranges = [set(range(s.rtp_port, s.rtp_port + settings.rtp_ports_per_worker)) for s in slots]
     assert all(a.isdisjoint(b) for i, a in enumerate(ranges) for b in ranges[i + 1 :])
     command = worker_command(slots[1], Path("/etc/kokan.yaml"))
@@ -385,7 +385,7 @@ def test_each_worker_gets_its_own_sip_port_and_rtp_range() -> None:
         "--sip-port",
         "5071",
         "--rtp-port",
-        "40008",
+        "40016",
     ]
 
 
@@ -447,7 +447,9 @@ def test_a_worker_that_cannot_start_stops_the_pool_with_its_reason(
 ) -> None:
     _require_espeak()
     sip_port = free_port_run(2, SIP_SEARCH_LOW, SIP_SEARCH_HIGH, tcp=True)
-    rtp_port = free_port_run(2 * 2 * SIP_MAX_CALLS, RTP_SEARCH_LOW, RTP_SEARCH_HIGH, tcp=False)
+    rtp_port = free_port_run(
+        2 * RTP_PORTS_PER_CALL * SIP_MAX_CALLS, RTP_SEARCH_LOW, RTP_SEARCH_HIGH, tcp=False
+    )
     config_file = tmp_path / "pool.yaml"
     config_file.write_text(
         yaml.safe_dump(

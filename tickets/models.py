@@ -23,6 +23,8 @@ class Outcome(enum.StrEnum):
     ABANDONED = "abandoned"
     VOICEMAIL = "voicemail"
     TRANSFERRED = "transferred"
+    TRANSFERRED_TO_AGENT = "transferred-to-agent"
+    """A SIP caller referred (REFER) to the agent the ACD chose: answered, outside Kokan."""
     CALLBACK = "callback"
     COMPLETED_IN_IVR = "completed-in-ivr"
     FAILED = "failed"

@@ -76,6 +76,7 @@
     f.announce_every_seconds.value = config.announce_every_seconds ?? "";
     f.callback_key.value = config.callback_key || "";
     f.record.value = config.record || "never";
+    f.sip_agent_leg.value = config.sip_agent_leg || "bridge";
     loaded.queue = { name, config };
     f.name.focus();
   }
@@ -96,6 +97,7 @@
       announce_every_seconds: number(f.announce_every_seconds.value),
       callback_key: f.callback_key.value.trim() || null,
       record: f.record.value,
+      sip_agent_leg: f.sip_agent_leg.value,
     };
     // a new queue left empty keeps the default cadence; an edited one may turn it off
     if (body.announce_every_seconds === null && !("announce_every_seconds" in base)) {
