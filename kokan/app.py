@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import logging
 import re
+import secrets
 import time
-import uuid
 from collections.abc import Mapping
 from typing import Any
 
@@ -23,6 +23,7 @@ from kokan.metrics import count_request
 from kokan.redis_conn import connect
 from kokan.secret_key import ensure_secret_key
 from kokan.wiring import Resources, init_app
+from webhooks.signature import KokanRequest
 
 REQUEST_ID_HEADER = "X-Request-Id"
 REQUEST_ID_PATTERN = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
@@ -47,6 +48,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
         logs.configure(settings.log_level, config_module.secret_values(settings))
 
     app = Flask(__name__)
+    app.request_class = KokanRequest  # webhooks.signature: forms twilio reads cheaply
     app.config.from_mapping(
         SECRET_KEY=ensure_secret_key(settings),
         MAX_CONTENT_LENGTH=MAX_CONTENT_LENGTH,
@@ -122,7 +124,7 @@ def _install_request_hooks(app: Flask) -> None:
     @app.before_request
     def start_request() -> None:
         offered = request.headers.get(REQUEST_ID_HEADER, "")
-        request_id = offered if REQUEST_ID_PATTERN.fullmatch(offered) else uuid.uuid4().hex
+        request_id = offered if REQUEST_ID_PATTERN.fullmatch(offered) else secrets.token_hex(16)
         g.request_id = request_id
         g.request_token = logs.request_id_var.set(request_id)
         g.started = time.perf_counter()

@@ -80,6 +80,13 @@ class Formatter(logging.Formatter):
 
 
 def configure(level: str = "INFO", secrets: Iterable[str] = ()) -> None:
+    # LOG_FORMAT uses no thread, process or source-line fields: stop collecting them for
+    # every record (the "Optimization" knobs of Python's logging HOWTO; the process id is
+    # a system call per record, the source line a walk up the stack)
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
+    logging._srcfile = None
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(Formatter(LOG_FORMAT))
     handler.addFilter(ContextFilter())

@@ -236,3 +236,14 @@ def configure_jobs(
     for name, value in (env or {}).items():
         monkeypatch.setenv(name, value)
     return load().settings
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Files that start real SIP peers or servers first: under ./run's two processes
+    (whole files each) the long files are spread first and the short ones fill in, instead
+    of one process finishing a long file alone at the end."""
+    items.sort(
+        key=lambda item: (
+            0 if item.get_closest_marker("media") or item.get_closest_marker("slow") else 1
+        )
+    )
