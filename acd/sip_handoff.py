@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import queue
+import re
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -26,6 +27,9 @@ import redis
 
 from acd.results import Offer
 
+SIP_CALL_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:@+-]{0,47}$")
+"""Every id a SIP worker gives its calls (`ivr.sip_driver.kokan_call_id`: the Call-ID as
+it is, or `sip-` + its hash), here so a web process checks one without loading the worker."""
 OWNER_KEY = "sip:owner:{call}"
 """After the ACD's prefix: the SIP worker that holds a queued call (absent: not SIP)."""
 INBOX_KEY = "sip:inbox:{worker}"
@@ -60,6 +64,9 @@ MAX_WAIT = "max-wait"
 MONITOR = "monitor"
 """A supervisor asked to monitor the call (`acd.monitor`): `action` is the mode, `uri`
 the supervisor's phone."""
+RECORD = "record"
+"""Someone asked through the recordings API (`recording.sip_live`) to start, pause or
+resume the bridge's two-channel recording: `action` says which."""
 
 
 @dataclass(frozen=True)
@@ -178,6 +185,9 @@ class SipHandoff:
 
     def send_monitor(self, worker: str, call_id: str, mode: str, uri: str) -> None:
         self._push(worker, {"kind": MONITOR, "call_id": call_id, "action": mode, "uri": uri})
+
+    def send_record(self, worker: str, call_id: str, action: str) -> None:
+        self._push(worker, {"kind": RECORD, "call_id": call_id, "action": action})
 
 
 class InboxReader:

@@ -20,7 +20,9 @@ Around the agent the rules are Twilio's, one shared copy of each: the waiting ca
 position and expected wait (`acd.estimates.announcement`) interrupt the music every
 `announce_every_seconds`; the recording policy (`recording.policy`) decides whether the
 bridge is recorded (after the queue's consent), each leg into its own file, joined into
-one two-channel WAV off the loop (`ivr.sip_recordings`); when the agent hangs up first, a
+one two-channel WAV off the loop (`ivr.sip_recordings`), and the recordings API starts
+(`on_demand`), pauses and resumes it through the inbox (`recording.sip_live`), a pause
+leaving its span out of the file; when the agent hangs up first, a
 flow that passed a `survey` node goes on into the survey on this worker, as Twilio's
 after-agent turn does, its answers in the same `survey` call-detail events.
 """
@@ -34,7 +36,7 @@ import json
 import logging
 import re
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Protocol
 
@@ -61,6 +63,8 @@ from acd.sip_handoff import (
     MAX_WAIT,
     MONITOR,
     OFFER,
+    RECORD,
+    SIP_CALL_ID,
     InboxReader,
     Message,
     SipHandoff,
@@ -80,6 +84,7 @@ from ivr.engine import (
     Play,
     Record,
     Recorded,
+    RecordingControl,
     Say,
     Transfer,
     Turn,
@@ -98,18 +103,20 @@ from ivr.sip_speech import (
     event_for,
     phrases_of,
 )
+from ivr.sip_transfer import NO_TRUNK, NOT_REACHED, TransferRules, target_uri
 from ivr.twilio_calls import AFTER_AGENT_STEP, survey_answers
 from ivr.twiml import APOLOGY
 from kokan import logs
 from kokan.config import SIP_MAX_CALLS, QueueSettings
 from kokan.db import utcnow
 from recording import policy
+from recording.sip_live import PAUSE, RESUME, START, SipRecordingState
 from tickets import cdr
 from tickets.models import Outcome
 
 PROVIDER = "sip"
 """The call-detail records' provider and the call store's namespace for SIP calls."""
-SAFE_CALL_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:@+-]{0,47}$")
+SAFE_CALL_ID = SIP_CALL_ID
 """A SIP Call-ID used as Kokan's call id as it is when it fits the ACD's and the CDR's
 rules (48 characters, so a voicemail name fits in 64); any other is replaced by its hash."""
 HASHED_CALL_ID_CHARS = 40
@@ -117,10 +124,11 @@ DTMF_KEYS = frozenset("0123456789*#ABCD")
 """What a keypad (RFC 4733 events 0-15, or SIP INFO) can send; anything else is dropped."""
 OUTCOMES = {
     "voicemail": Outcome.VOICEMAIL.value,
-    "transferred": Outcome.TRANSFERRED.value,
     "hung-up": Outcome.COMPLETED_IN_IVR.value,
 }
-"""Engine outcome kinds that end the call's IVR part, as call-detail outcomes (as Twilio's)."""
+"""Engine outcome kinds that end the call's IVR part, as call-detail outcomes (as Twilio's).
+A transfer is not among them: over SIP its outcome waits until the target is reached (or
+not), `Driver._transfer_settled`."""
 ACD_ABANDONS = frozenset({"abandoned", "short-abandon"})
 """ACD hang-up results that make the call an abandon in its record."""
 ACD_MOVED_ON = (UnknownCall, CallEnded, NotOffered, AlreadyAnswered)
@@ -196,6 +204,8 @@ class Phase(enum.Enum):
     HOLDING = "holding"
     CONNECTED = "connected"
     """Talking to an agent: the two legs' audio is bridged."""
+    TRANSFERRING = "transferring"
+    """A flow's transfer under way: the REFER's answer awaited, or the target rung."""
     ENDING = "ending"
     ENDED = "ended"
 
@@ -241,6 +251,9 @@ class Session:
     """A spoken answer being recorded or recognised (ivr.sip_speech) while listening."""
     consent_playing: bool = False
     """The queue's recording consent plays to the caller; the bridge waits for its end."""
+    transfer: str | None = None
+    """The URI a flow's transfer is taking the caller to, until it is settled (reached or
+    not): a hang-up meanwhile is an abandon, a failed REFER becomes a bridge."""
     extra: dict[str, str] = field(default_factory=dict)
 
 
@@ -260,6 +273,8 @@ class AgentLeg:
     bridged: bool = False
     settled: bool = False
     """The ACD knows how this leg went (answer, no-answer, or it moved on): say nothing more."""
+    transfer: bool = False
+    """A flow's transfer target dialled by Kokan (`agent_id` is its URI): no ACD, no survey."""
 
 
 def kokan_call_id(sip_call_id: str) -> str:
@@ -299,13 +314,15 @@ class Driver:
         keep_call_recording: KeepCallRecording | None = None,
         max_calls: int = SIP_MAX_CALLS,
         speech: SpeechJobs | None = None,
+        transfer: TransferRules | None = None,
     ) -> None:
         """`handoff` + `worker_id`: where this worker's offers arrive (none: queued callers
         only hear music); `ring_timeout(queue)`: how long an agent rings; `queues`: the
         configured queues (position announcements, recording policy); `survey_by_sms`: no
         voice survey after the agent (tickets.sms_survey sends it as texts), as on Twilio;
         `keep_call_recording`: where recorded bridges go (none: bridges are not recorded);
-        `speech`: the `asr` queue for spoken answers (none: speech nodes take keys only)."""
+        `speech`: the `asr` queue for spoken answers (none: speech nodes take keys only);
+        `transfer`: a flow's transfer over SIP (the trunk for numbers, REFER or bridge)."""
         self.engine = engine
         self.store = store
         self.media = media
@@ -323,6 +340,7 @@ class Driver:
         self.survey_by_sms = survey_by_sms
         self.keep_call_recording = keep_call_recording
         self.speech = speech
+        self.transfer = transfer or TransferRules()
         self.sessions: dict[str, Session] = {}
         self.agents: dict[str, AgentLeg] = {}
         # supervisors listening in (`max_calls`: this worker's pjsua call slots)
@@ -455,8 +473,7 @@ class Driver:
         elif isinstance(following, Record):
             self._start_recording(session, following)
         elif isinstance(following, Transfer):
-            session.phase = Phase.ENDING
-            self.media.transfer(leg, following.target)
+            self._transfer(session, following.target)
         else:
             session.phase = Phase.ENDING
             self.media.hang_up(leg)
@@ -511,7 +528,10 @@ class Driver:
             return  # a caller's own leg: answered by us, nothing to do
         token = logs.call_id_var.set(agent.call_id)
         try:
-            self._agent_answered(agent)
+            if agent.transfer:
+                self._target_answered(agent)
+            else:
+                self._agent_answered(agent)
         finally:
             logs.call_id_var.reset(token)
 
@@ -559,6 +579,8 @@ class Driver:
                 self._referred(session, session.referring)
             finally:
                 logs.call_id_var.reset(token)
+        if session is not None and session.transfer is not None:
+            self._transfer_settled(session, None)
         if session is not None:
             session.phase = Phase.ENDING
         self.media.hang_up(leg)
@@ -571,6 +593,14 @@ class Driver:
             try:  # as an agent who does not answer: back in line, the music goes on
                 log.warning("the REFER to agent %s failed; the caller waits on", agent_id)
                 self._no_answer(session.call_id, agent_id)
+            finally:
+                logs.call_id_var.reset(token)
+            return
+        if session is not None and session.transfer is not None and not session.gone:
+            token = logs.call_id_var.set(session.call_id)
+            try:  # the caller's side refused the REFER, or its NOTIFY said it failed
+                log.warning("the REFER to %s failed; Kokan bridges the call", session.transfer)
+                self._bridge_transfer(session)
             finally:
                 logs.call_id_var.reset(token)
             return
@@ -653,6 +683,8 @@ class Driver:
             self._max_wait(message.call_id)
         elif message.kind == MONITOR:
             self.monitor.request(message.call_id, message.action, message.uri)
+        elif message.kind == RECORD:
+            self._recording_request(message.call_id, message.action)
 
     def _max_wait(self, call_id: str) -> None:
         """The longest wait passed and the ACD chose for the caller (as Twilio's hold loop
@@ -777,13 +809,8 @@ class Driver:
     def _refer(self, session: Session, agent_id: str) -> None:
         """Send the caller a REFER to the agent's phone; the music goes on until its NOTIFY
         says how it went (`transferred` / `transfer_failed`)."""
-        try:
-            uri = self._acd().agent(agent_id).contact.get("sip_uri")
-        except UnknownAgent:
-            uri = None
-        if not uri:
-            log.warning("agent %s has no SIP URI to refer the caller to", agent_id)
-            self._no_answer(session.call_id, agent_id)
+        uri = self._agent_uri(session, agent_id, "refer the caller to")
+        if uri is None:
             return
         try:
             self.media.transfer(session.leg, uri)
@@ -806,26 +833,38 @@ class Driver:
             )
         except ACD_MOVED_ON as exc:
             log.warning("the caller reached agent %s after the offer moved on: %s", agent_id, exc)
+        self._record_answer(session, Outcome.TRANSFERRED_TO_AGENT, "the transfer to the agent")
+        self._acd_hangup(session)
+
+    def _agent_uri(self, session: Session, agent_id: str, to: str) -> str | None:
+        """The agent's SIP URI, or None after handing the offer back as a no-answer: an
+        agent without one (or gone from the ACD) cannot be reached, by ringing or REFER."""
+        try:
+            uri = self._acd().agent(agent_id).contact.get("sip_uri")
+        except UnknownAgent:
+            uri = None
+        if not uri:
+            log.warning("agent %s has no SIP URI to %s", agent_id, to)
+            self._no_answer(session.call_id, agent_id)
+            return None
+        return uri
+
+    def _record_answer(self, session: Session, outcome: Outcome, what: str) -> None:
+        """The call's record of an agent taking it, answered and its outcome in one round
+        trip; a failure is logged, never the caller's problem (the call goes on)."""
         identity = self._identity(session)
         now = utcnow()
         try:
             pipe = self.redis.pipeline(transaction=False)
             cdr.append(pipe, "answered", identity, now)
-            cdr.append(pipe, "outcome", identity, now, outcome=Outcome.TRANSFERRED_TO_AGENT.value)
+            cdr.append(pipe, "outcome", identity, now, outcome=outcome.value)
             pipe.execute()
         except Exception:
-            log.exception("could not record the transfer to the agent")
-        self._acd_hangup(session)
+            log.exception("could not record %s", what)
 
     def _ring(self, session: Session, agent_id: str, ring_s: float, queue: str) -> None:
-        acd = self._acd()
-        try:
-            uri = acd.agent(agent_id).contact.get("sip_uri")
-        except UnknownAgent:
-            uri = None
-        if not uri:
-            log.warning("agent %s has no SIP URI to ring", agent_id)
-            self._no_answer(session.call_id, agent_id)
+        uri = self._agent_uri(session, agent_id, "ring")
+        if uri is None:
             return
         try:
             leg = self.media.dial(uri)
@@ -861,15 +900,7 @@ class Driver:
             self._drop_agent(other)  # ring-all: the others stop ringing
         self.media.stop_audio(session.leg)
         log.info("agent %s answered after a %d ms wait", agent.agent_id, answered.wait_ms)
-        identity = self._identity(session)
-        now = utcnow()
-        try:
-            pipe = self.redis.pipeline(transaction=False)
-            cdr.append(pipe, "answered", identity, now)
-            cdr.append(pipe, "outcome", identity, now, outcome=Outcome.ANSWERED.value)
-            pipe.execute()
-        except Exception:
-            log.exception("could not record the answer")
+        self._record_answer(session, Outcome.ANSWERED, "the answer")
         self._say_consent(session, agent.queue)
         self._bridge_when_ready(agent)
 
@@ -914,39 +945,50 @@ class Driver:
         self.media.bridge(session.leg, agent.leg)
         agent.bridged = True
         log.info("caller and agent %s bridged", agent.agent_id)
-        if not session.bridge_recorded and self._records(session, agent.queue):
+        mode = self._recording_mode(session, agent.queue)
+        if not session.bridge_recorded and self.keep_call_recording is not None:
+            self._remember_for_recording_api(session, agent)
+        if not session.bridge_recorded and mode == policy.ALWAYS:
             session.bridge_recorded = True
             self._start_call_recording(session, agent)
 
-    def _records(self, session: Session, queue: str) -> bool:
+    def _recording_mode(self, session: Session, queue: str) -> str:
         """The flow's policy, else the queue's (recording.policy), as for Twilio calls:
-        `always` records from the bridge. `on_demand` (started through the API) is not
-        offered over SIP yet: such calls are not recorded."""
+        `always` records from the bridge, `on_demand` when the recordings API asks
+        (`recording.sip_live`); a worker that keeps no recordings records nothing."""
         if self.keep_call_recording is None:
-            return False
+            return policy.NEVER
+        return policy.effective_mode(self._flow_recording_mode(session), self.queues.get(queue))
+
+    @staticmethod
+    def _flow_recording_mode(session: Session) -> str | None:
         outcome = (session.state.outcome if session.state else None) or {}
         flow_mode = outcome.get("recording")
-        mode = policy.effective_mode(
-            flow_mode if isinstance(flow_mode, str) else None, self.queues.get(queue)
-        )
-        return mode == policy.ALWAYS
+        return flow_mode if isinstance(flow_mode, str) else None
 
-    def _start_call_recording(self, session: Session, agent: AgentLeg) -> None:
+    def _remember_for_recording_api(self, session: Session, agent: AgentLeg) -> None:
+        """Agent, queue and the flow's policy where the recordings API reads them, so it
+        can judge a start as it does for a Twilio call; a failure only costs that."""
+        try:
+            SipRecordingState(self.redis).bridged(
+                session.call_id, agent.agent_id, agent.queue, self._flow_recording_mode(session)
+            )
+        except Exception:
+            log.exception("could not tell the recordings API about the bridge")
+
+    def _start_call_recording(self, session: Session, agent: AgentLeg) -> bool:
         """Each leg into its own mono file from this same loop turn (pjsua records mono);
         a failure is logged and the conversation goes on unrecorded."""
         caller_file, agent_file = leg_files(self.recordings_dir, session.call_id)
-        try:
-            self.media.start_recording(session.leg, caller_file)
-            self.media.start_recording(agent.leg, agent_file)
-        except Exception:
-            log.exception("could not start recording the call")
-            self.media.stop_recording(session.leg)
-            self.media.stop_recording(agent.leg)
-            return
-        session.call_recording = BridgedRecording(
+        if not self._start_recorders(session, agent, caller_file, agent_file):
+            log.error("could not start recording the call")
+            return False
+        session.call_recording = recorded = BridgedRecording(
             session.call_id, caller_file, agent_file, agent.agent_id, agent.queue
         )
         log.info("recording the call (caller and agent %s)", agent.agent_id)
+        self._recording_state(lambda state: state.started(session.call_id, recorded.stereo.stem))
+        return True
 
     def _stop_call_recording(self, session: Session, agent_leg: str | None) -> None:
         """The bridge ended: close both files and hand them over (once)."""
@@ -960,6 +1002,92 @@ class Driver:
             self.keep_call_recording(recorded)
         except Exception:
             log.exception("could not hand the call's recording to the recording pipeline")
+        self._recording_state(lambda state: state.ended(session.call_id))
+
+    def _recording_state(self, tell: Callable[[SipRecordingState], None]) -> None:
+        """What happened to the recording, for the recordings API (`SipRecordingState`);
+        a failure is logged, the call and its files go on."""
+        try:
+            tell(SipRecordingState(self.redis))
+        except Exception:
+            log.exception("could not tell the recordings API what the recording did")
+
+    def _refuse_recording(self, call_id: str, why: str) -> None:
+        log.warning("recording request refused: %s", why)
+        self._recording_state(lambda state: state.refused(call_id, why))
+
+    def _recording_request(self, call_id: str, action: str) -> None:
+        """The recordings API asks to start, pause or resume the bridge's recording
+        (`recording.sip_live`, which checked who asks and the policy); what cannot be done
+        here is said back to it, and the call goes on either way."""
+        session = self._session_of(call_id)
+        agent = self.agents.get(session.agent_leg or "") if session is not None else None
+        if session is None or agent is None or session.gone or not agent.bridged:
+            self._refuse_recording(call_id, "the call is not bridged to its agent")
+            return
+        if action == START and session.call_recording is None:
+            if not policy.may_record(self._recording_mode(session, agent.queue)):
+                self._refuse_recording(call_id, "the call's policy never records")
+                return
+            session.bridge_recorded = True
+            if not self._start_call_recording(session, agent):
+                self._refuse_recording(call_id, "the recorders did not start")
+        elif action in (PAUSE, RESUME) and session.call_recording is None:
+            self._refuse_recording(call_id, "the call is not being recorded")
+        elif action == PAUSE:
+            self._pause_call_recording(session)
+        elif action == RESUME:
+            self._resume_call_recording(session, agent)
+
+    def _pause_call_recording(self, session: Session) -> None:
+        """Both recorders stop (their files close): the paused span is not recorded."""
+        recorded = session.call_recording
+        if recorded is None or recorded.paused:
+            return
+        agent = self.agents.get(session.agent_leg or "")
+        self.media.stop_recording(session.leg)
+        if agent is not None:
+            self.media.stop_recording(agent.leg)
+        session.call_recording = replace(recorded, paused=True)
+        log.info("the call's recording paused")
+        self._recording_state(lambda state: state.paused(session.call_id))
+
+    def _start_recorders(
+        self, session: Session, agent: AgentLeg, caller_file: Path, agent_file: Path
+    ) -> bool:
+        """Both legs' recorders from this same loop turn, or neither (a failure is logged)."""
+        try:
+            self.media.start_recording(session.leg, caller_file)
+            self.media.start_recording(agent.leg, agent_file)
+        except Exception:
+            log.exception("a recorder did not start")
+            self.media.stop_recording(session.leg)
+            self.media.stop_recording(agent.leg)
+            return False
+        return True
+
+    def _resume_call_recording(self, session: Session, agent: AgentLeg) -> None:
+        """Both legs into new files from this same loop turn, joined after the earlier
+        ones at the end (ivr.sip_recordings); a failure leaves the recording paused."""
+        recorded = session.call_recording
+        if recorded is None or not recorded.paused:
+            return
+        caller_file, agent_file = leg_files(
+            self.recordings_dir, session.call_id, len(recorded.segments)
+        )
+        if not self._start_recorders(session, agent, caller_file, agent_file):
+            log.error("could not resume recording the call; it stays paused")
+            self._refuse_recording(session.call_id, "the recorders did not start")
+            return
+        session.call_recording = replace(
+            recorded,
+            earlier=recorded.segments,
+            caller=caller_file,
+            agent=agent_file,
+            paused=False,
+        )
+        log.info("the call's recording resumed")
+        self._recording_state(lambda state: state.resumed(session.call_id))
 
     def _agent_gone(self, agent: AgentLeg, status: int) -> None:
         session = self.sessions.get(agent.caller_leg)
@@ -977,7 +1105,7 @@ class Driver:
         session.agent_leg = None
         session.consent_playing = False
         self._acd_hangup(session)
-        if self._survey_after_agent(session):
+        if not agent.transfer and self._survey_after_agent(session):
             log.info("agent %s hung up; the caller continues into the survey", agent.agent_id)
             return
         log.info("agent %s hung up; ending the call", agent.agent_id)
@@ -1029,8 +1157,12 @@ class Driver:
 
     def _agent_not_reached(self, agent: AgentLeg) -> None:
         """Busy, declined, rang out, unreachable: the call goes back in line (the router
-        offers it to the next agent) and the caller's music goes on."""
+        offers it to the next agent) and the caller's music goes on. A transfer's target
+        not reached: the caller hears the flow's fallback."""
         agent.settled = True
+        if agent.transfer:
+            self._target_not_reached(agent)
+            return
         self._no_answer(agent.call_id, agent.agent_id)
 
     def _drop_agent(self, leg: str) -> None:
@@ -1071,6 +1203,121 @@ class Driver:
                     self.handoff.release(session.call_id)
                 except Exception:
                     log.exception("could not forget the call's SIP worker")
+
+    # -- a flow's transfer ------------------------------------------------------------
+
+    def _transfer(self, session: Session, target: str) -> None:
+        """The flow's transfer node, once its prompt has played: a REFER to the target
+        (`sip.transfer: refer`), else Kokan dials it and bridges it; a number with no trunk
+        to reach it through is the flow's fallback, never silence (ivr.sip_transfer)."""
+        token = logs.call_id_var.set(session.call_id)
+        try:
+            uri = target_uri(target, self.transfer.trunk)
+            if uri is None:
+                log.error(
+                    "cannot transfer to %s: numbers are reached through sip.trunk, which is "
+                    "not set (%s); the caller hears the flow's fallback",
+                    target,
+                    NO_TRUNK,
+                )
+                self._transfer_not_made(session, NO_TRUNK)
+                return
+            session.transfer = uri
+            session.phase = Phase.TRANSFERRING
+            if self.transfer.mode == "bridge":
+                self._bridge_transfer(session)
+                return
+            try:
+                self.media.transfer(session.leg, uri)
+            except Exception:
+                log.exception("could not send the REFER to %s; Kokan bridges the call", uri)
+                self._bridge_transfer(session)
+                return
+            log.info("referred the caller to %s", uri)
+        finally:
+            logs.call_id_var.reset(token)
+
+    def _bridge_transfer(self, session: Session) -> None:
+        """Kokan dials the transfer's target itself and bridges it to the caller as it does
+        an agent's leg (the same AgentLeg, bridge and hang-up rules, no ACD); the caller
+        hears ringback meanwhile, and the target rings for `TransferRules.ring_s`."""
+        uri = session.transfer
+        if uri is None or session.gone:
+            return
+        session.phase = Phase.TRANSFERRING
+        try:
+            leg = self.media.dial(uri)
+        except Exception:
+            log.exception("could not dial the transfer's target %s (%s)", uri, NOT_REACHED)
+            self._transfer_not_made(session, NOT_REACHED)
+            return
+        ring_s = self.transfer.ring_s
+        self.agents[leg] = AgentLeg(
+            leg, session.leg, session.call_id, uri, self.clock() + ring_s, transfer=True
+        )
+        session.agent_legs.add(leg)
+        log.info("dialling the transfer's target %s for up to %s s", uri, ring_s)
+        try:
+            self.media.play(session.leg, [self.prompts.ringback()], loop=True)
+        except Exception:
+            log.exception("could not play ringback while the target rings")
+
+    def _target_answered(self, target: AgentLeg) -> None:
+        """The transfer's target picked up: the caller's record says transferred, and the
+        two legs are bridged once both media streams are up."""
+        session = self.sessions.get(target.caller_leg)
+        if target.settled or session is None or session.gone or session.transfer is None:
+            log.info("the transfer's target %s picked up after the caller left", target.agent_id)
+            self._drop_agent(target.leg)
+            return
+        target.answered = target.settled = True
+        target.deadline = None
+        session.agent_leg = target.leg
+        session.phase = Phase.CONNECTED
+        self.media.stop_audio(session.leg)
+        log.info("the transfer's target %s answered", target.agent_id)
+        self._transfer_settled(session, None)
+        self._bridge_when_ready(target)
+
+    def _target_not_reached(self, target: AgentLeg) -> None:
+        session = self.sessions.get(target.caller_leg)
+        if session is None or session.gone or session.transfer is None:
+            return
+        log.error(
+            "the transfer's target %s was not reached (%s); the caller hears the flow's fallback",
+            target.agent_id,
+            NOT_REACHED,
+        )
+        self._transfer_not_made(session, NOT_REACHED)
+
+    def _transfer_not_made(self, session: Session, reason: str) -> None:
+        self._transfer_settled(session, reason)
+        self.media.stop_audio(session.leg)
+        self.fail(session.leg)
+
+    def _left_mid_transfer(self, session: Session) -> Outcome:
+        """The caller hung up with the transfer under way: while Kokan rang the target, an
+        abandon; while a REFER was pending, a transfer (the caller's side took it and left
+        before its final NOTIFY reached us)."""
+        ringing = any(a.transfer and a.caller_leg == session.leg for a in self.agents.values())
+        return Outcome.ABANDONED if ringing else Outcome.TRANSFERRED
+
+    def _transfer_settled(self, session: Session, failure: str | None) -> None:
+        """The call's record of the transfer, once: `transferred` when the target answered
+        (by REFER or bridge), else `failed` with the reason (an error id) beside it."""
+        session.transfer = None
+        outcome = Outcome.TRANSFERRED if failure is None else Outcome.FAILED
+        try:
+            cdr.append(
+                self.redis,
+                "outcome",
+                self._identity(session),
+                utcnow(),
+                outcome=outcome.value,
+                reason=failure,
+            )
+        except Exception:
+            log.exception("could not record the transfer's outcome")
 
     # -- turns ----------------------------------------------------------------------
 
@@ -1135,7 +1382,8 @@ class Driver:
             elif isinstance(action, Enqueue | Transfer | Hangup):
                 following = action
                 break
-            # RecordingControl: call recording over SIP is a later slice; nothing to pause
+            elif isinstance(action, RecordingControl):
+                self._recording_node(session, action)
         self._drop_capture(session)  # a new turn (or the fallback): the old answer is moot
         files = [self.prompts.audio(item) for item in audio]
         if isinstance(following, Record):
@@ -1151,6 +1399,19 @@ class Driver:
             self.media.play(session.leg, files)
         else:
             self.played(session.leg)
+
+    def _recording_node(self, session: Session, control: RecordingControl) -> None:
+        """A flow's `recording` node pauses or resumes the call's recording, as on Twilio.
+        Over SIP only the bridge is recorded and its recording ends with it, so a node
+        before the queue or in the survey after the agent finds nothing to control and is
+        passed by; one that does find a recording running applies to it."""
+        agent = self.agents.get(session.agent_leg or "")
+        if session.call_recording is None or agent is None:
+            log.debug("recording node %s: the call is not being recorded", control.action)
+        elif control.action == "pause":
+            self._pause_call_recording(session)
+        else:
+            self._resume_call_recording(session, agent)
 
     def _resolved(self, session: Session, actions: tuple[Action, ...]) -> tuple[Action, ...]:
         """A prompt file gone since the flow was published is said as its text, or as the
@@ -1448,6 +1709,9 @@ class Driver:
         try:
             pipe = self.redis.pipeline(transaction=False)
             cdr.append(pipe, "ended", identity, now)
+            if session.transfer is not None:  # the caller left before the transfer settled
+                left = self._left_mid_transfer(session)
+                cdr.append(pipe, "outcome", identity, now, outcome=left.value)
             if self._acd_hangup(session) in ACD_ABANDONS:
                 cdr.append(pipe, "outcome", identity, now, outcome=Outcome.ABANDONED.value)
             pipe.execute()

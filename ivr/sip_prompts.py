@@ -33,6 +33,11 @@ BEEP_MS = 400
 """The tone before a voicemail, as Twilio's <Record playBeep>: callers know to speak."""
 BEEP_LEVEL = 0.3
 """Of full scale: clearly audible, never clipping."""
+RINGBACK_HZ = 400
+RINGBACK_ON_MS = 1000
+RINGBACK_OFF_MS = 2000
+"""Japan's ringback cadence (400 Hz, 1 s on, 2 s off): what a caller hears while Kokan
+rings a transfer's target, played in a loop."""
 
 
 class PromptMissing(Exception):
@@ -115,15 +120,23 @@ class PromptCache:
         return _write_atomically(target, make)
 
     def beep(self) -> Path:
-        target = self.folder / f"beep-{BEEP_HZ}-{BEEP_MS}-{self.rate}.wav"
+        return self._tone("beep", BEEP_HZ, BEEP_MS)
+
+    def ringback(self) -> Path:
+        """One ringback cycle (tone, then quiet), to be played in a loop."""
+        return self._tone("ringback", RINGBACK_HZ, RINGBACK_ON_MS, RINGBACK_OFF_MS)
+
+    def _tone(self, name: str, hz: int, on_ms: int, off_ms: int = 0) -> Path:
+        target = self.folder / f"{name}-{hz}-{on_ms}-{off_ms}-{self.rate}.wav"
         if target.is_file():
             return target
-        count = self.rate * BEEP_MS // 1000
+        count = self.rate * on_ms // 1000
         level = BEEP_LEVEL * 32767
         samples = array.array(
             "h",
-            (int(level * math.sin(2 * math.pi * BEEP_HZ * n / self.rate)) for n in range(count)),
+            (int(level * math.sin(2 * math.pi * hz * n / self.rate)) for n in range(count)),
         )
+        samples.extend([0] * (self.rate * off_ms // 1000))
 
         def make(temp: Path) -> None:
             with wave.open(str(temp), "wb") as out:

@@ -5,11 +5,17 @@ the moment the two are bridged (both start on the same loop turn, so the files l
 their starts); when the bridge ends, the two become one stereo WAV here, on the worker's
 side thread (never the loop that carries the calls' audio), which is handed to the
 recording pipeline like a SIP voicemail, as a call recording with its agent and queue.
+
+A pause (the recordings API, or a flow's `recording` node) stops both recorders; the
+resume starts a new pair of files on one loop turn. The stereo WAV is the pairs joined
+end to end, each pair made two-channel first (so the legs stay lined up), and the paused
+span is not in it at all.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,23 +48,32 @@ class BridgedRecording:
     agent: Path
     agent_id: str
     queue: str
+    earlier: tuple[tuple[Path, Path], ...] = ()
+    """The (caller, agent) files recorded before each pause, oldest first."""
+    paused: bool = False
+    """Both recorders are stopped until a resume starts the next pair."""
 
     @property
     def stereo(self) -> Path:
         return self.caller.with_name(self.call_id + CALL_SUFFIX + ".wav")
 
+    @property
+    def segments(self) -> tuple[tuple[Path, Path], ...]:
+        return (*self.earlier, (self.caller, self.agent))
 
-def leg_files(folder: Path, call_id: str) -> tuple[Path, Path]:
-    """Where a bridged call's caller and agent legs are recorded while it lasts."""
+
+def leg_files(folder: Path, call_id: str, segment: int = 0) -> tuple[Path, Path]:
+    """Where a bridged call's caller and agent legs are recorded while it lasts (after the
+    n-th resume, files of their own)."""
+    part = f"-{segment}" if segment else ""
     return (
-        folder / f"{call_id}{CALLER_SUFFIX}.wav",
-        folder / f"{call_id}{AGENT_SUFFIX}.wav",
+        folder / f"{call_id}{CALLER_SUFFIX}{part}.wav",
+        folder / f"{call_id}{AGENT_SUFFIX}{part}.wav",
     )
 
 
-def two_channel(caller: Path, agent: Path, target: Path) -> None:
+def _pair(caller: Path, agent: Path) -> AudioSegment:
     """Caller left, agent right, as long as the longer leg (the shorter ends in silence)."""
-    configure_pydub()
     left = AudioSegment.from_file(str(caller), format="wav")
     right = AudioSegment.from_file(str(agent), format="wav").set_frame_rate(left.frame_rate)
     longest = max(len(left), len(right))
@@ -68,7 +83,25 @@ def two_channel(caller: Path, agent: Path, target: Path) -> None:
     frames = min(int(left.frame_count()), int(right.frame_count()))
     left = left.get_sample_slice(0, frames).set_sample_width(2)
     right = right.get_sample_slice(0, frames).set_sample_width(2)
-    AudioSegment.from_mono_audiosegments(left, right).export(str(target), format="wav")
+    return AudioSegment.from_mono_audiosegments(left, right)
+
+
+def two_channel(caller: Path, agent: Path, target: Path) -> None:
+    """Caller left, agent right, as long as the longer leg (the shorter ends in silence)."""
+    joined_two_channel([(caller, agent)], target)
+
+
+def joined_two_channel(segments: Sequence[tuple[Path, Path]], target: Path) -> None:
+    """Each (caller, agent) pair made two-channel, the pairs joined end to end: what was
+    recorded between pauses, with nothing of the paused spans."""
+    configure_pydub()
+    stereo: AudioSegment | None = None
+    for caller, agent in segments:
+        pair = _pair(caller, agent)
+        stereo = pair if stereo is None else stereo + pair.set_frame_rate(stereo.frame_rate)
+    if stereo is None:
+        raise ValueError("no recorded segment to join")
+    stereo.export(str(target), format="wav")
 
 
 def keep_bridged_recording(
@@ -79,7 +112,7 @@ def keep_bridged_recording(
     the files stay where they are for an operator."""
     token = logs.call_id_var.set(recorded.call_id)
     try:
-        two_channel(recorded.caller, recorded.agent, recorded.stereo)
+        joined_two_channel(recorded.segments, recorded.stereo)
         recording = settings.recording
         recorded_locally(
             database,
@@ -93,12 +126,13 @@ def keep_bridged_recording(
             agent_id=recorded.agent_id,
             queue=recorded.queue,
         )
-        recorded.caller.unlink(missing_ok=True)
-        recorded.agent.unlink(missing_ok=True)
+        for pair in recorded.segments:
+            for path in pair:
+                path.unlink(missing_ok=True)
     except RecordingEmpty:
         # the bridge ended within a packet (a hang-up at the answer): nothing to keep
         log.info("the call's recording holds no audio; not kept")
-        for path in (recorded.caller, recorded.agent, recorded.stereo):
+        for path in (*(p for pair in recorded.segments for p in pair), recorded.stereo):
             path.unlink(missing_ok=True)
     except Exception:
         log.exception(

@@ -35,6 +35,7 @@ from ivr.sip_pool import PoolMember, PoolRegistry, PoolReporter
 from ivr.sip_prompts import PromptCache
 from ivr.sip_recordings import keep_bridged_recording
 from ivr.sip_speech import SpeechJobs
+from ivr.sip_transfer import TransferRules
 from ivr.twiml import APOLOGY
 from kokan import logs
 from kokan.config import Settings
@@ -92,6 +93,7 @@ class SipWorker:
             ),
             speech=SpeechJobs(client, data_dir / SPEECH_FOLDER),
             max_calls=settings.sip.max_calls,
+            transfer=TransferRules.of(settings.sip),
         )
         self.endpoint.driver = self.driver
         self.pool = PoolReporter(PoolRegistry(client), self.pool_member)
@@ -146,6 +148,7 @@ class SipWorker:
         for say in APOLOGY:
             self.prompts.audio(say)
         self.prompts.beep()
+        self.prompts.ringback()
 
     def run(self, stop: threading.Event) -> None:
         self.prepare()

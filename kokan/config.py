@@ -637,6 +637,12 @@ SIP_MAX_WORKERS = 256
 """Far above what one machine's cores carry (a worker is ~30 MB and a share of a core); a
 bigger number is a typo, not a plan."""
 SIP_HIGHEST_PORT = 65535
+SIP_TRUNK = re.compile(
+    r"(?:sips?:)?(?P<host>[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?|\[[0-9A-Fa-f:.]+\])"
+    r"(?::(?P<port>[0-9]{1,5}))?(?:;[A-Za-z0-9_.!~*'()%-]+(?:=[A-Za-z0-9_.!~*'()%-]+)?)*"
+)
+"""A trunk's address as a SIP URI without its user part (the number goes there): host,
+host:port or sip:host:port, with URI parameters such as ;transport=tcp."""
 
 
 class SipSettings(BaseModel):
@@ -695,6 +701,35 @@ class SipSettings(BaseModel):
         description="PEM CA certificates peers' certificates are checked against "
         "(default: the certificate itself)",
     )
+    trunk: str | None = Field(
+        default=None,
+        description="the SIP trunk or gateway numbers are transferred through: host, "
+        "host:port or sip:host:port (+81312345678 -> sip:+81312345678@host:port); unset: "
+        "a flow's transfer to a number over SIP fails to the flow's fallback",
+    )
+    transfer: Literal["refer", "bridge"] = Field(
+        default="refer",
+        description="a flow's transfer node over SIP: refer sends the caller a REFER (Kokan "
+        "bridges the call itself when the caller's side refuses it); bridge always dials the "
+        "target and bridges it, keeping Kokan on the call (two call slots)",
+    )
+
+    @field_validator("trunk")
+    @classmethod
+    def _trunk_address(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        value = value.strip()
+        match = SIP_TRUNK.fullmatch(value)
+        if match is None:
+            raise ValueError(
+                f"{value!r} is not a trunk address: give host, host:port or sip:host:port "
+                "(like sip:gw.example.com:5060), without a user part"
+            )
+        port = match["port"]
+        if port is not None and not 1 <= int(port) <= SIP_HIGHEST_PORT:
+            raise ValueError(f"port {port} is outside 1-{SIP_HIGHEST_PORT}")
+        return value
 
     @property
     def rtp_ports_per_worker(self) -> int:

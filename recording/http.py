@@ -24,6 +24,7 @@ from recording.playback import (
     recording_detail,
 )
 from recording.schemas import RecordingQuery
+from recording.sip_live import SipRecordings
 from recording.storage import Storage, storage_for
 
 blueprint = Blueprint("recordings_api", __name__, url_prefix="/api/recordings")
@@ -72,10 +73,12 @@ def show(recording_id: int) -> dict[str, Any]:
 @blueprint.post("/live/<call_sid>/<any(start, pause, resume):action>")
 @require_role(*ALL_ROLES)
 def live(call_sid: str, action: str) -> dict[str, Any]:
-    """Start (on_demand), pause or resume (card numbers) the recording of a call in progress."""
+    """Start (on_demand), pause or resume (card numbers) the recording of a call in progress,
+    on Twilio or held by a SIP worker."""
     acd = runtime()
     authorize(_viewer(), call_sid, acd.service, acd.users)
-    return live_json(control(queue_voice().recorder, call_sid, action))
+    recorder = queue_voice().recorder
+    return live_json(control(recorder, call_sid, action, SipRecordings(acd.service, recorder)))
 
 
 @blueprint.get("/<int:recording_id>/audio")

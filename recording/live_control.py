@@ -2,7 +2,9 @@
 
 Supervisors and admins may control any call's recording; an agent only the recording of
 a call they are on (the ACD's view of the call lists its agents). The call id is checked
-against Twilio's CallSid pattern before anything is looked up.
+before anything is looked up: a Twilio CallSid, or the id a SIP worker gave its call
+(`acd.sip_handoff.SIP_CALL_ID`, which a CallSid also fits). A call held by a SIP worker is
+controlled through that worker (`recording.sip_live`), any other through Twilio.
 """
 
 from __future__ import annotations
@@ -13,13 +15,18 @@ from typing import Any
 from acd.agent_users import AgentUsers, NoAgentForUser
 from acd.errors import UnknownCall
 from acd.services import AcdService
+from acd.sip_handoff import SIP_CALL_ID
 from admin.models import Role
 from kokan.errors import NotFound
 from recording.errors import RecordingForbidden
 from recording.live import CallRecorder, LiveRecording
 from recording.playback import Viewer
+from recording.sip_live import SipCallNotBridged, SipRecordings
 
 CALL_SID = re.compile(r"^CA[0-9a-fA-F]{32}$")
+"""Twilio's CallSid: only such a call is recorded through Twilio's API."""
+CALL_ID = SIP_CALL_ID
+"""Any call id the route takes: a SIP worker's (at most 48 of A-Z a-z 0-9 _.:@+-), a CallSid."""
 ACTIONS = ("start", "pause", "resume")
 
 
@@ -28,8 +35,11 @@ class LiveCallNotFound(NotFound):
 
 
 def authorize(viewer: Viewer, call_sid: str, acd: AcdService, users: AgentUsers) -> None:
-    if not CALL_SID.fullmatch(call_sid):
-        raise LiveCallNotFound("not a call id (a Twilio CallSid: CA + 32 hex)")
+    if not CALL_ID.fullmatch(call_sid):
+        raise LiveCallNotFound(
+            "not a call id (a Twilio CallSid, CA + 32 hex, or a SIP call's id: "
+            "up to 48 letters, digits and _.:@+-)"
+        )
     try:
         call = acd.call(call_sid)
     except UnknownCall:
@@ -44,7 +54,16 @@ def authorize(viewer: Viewer, call_sid: str, acd: AcdService, users: AgentUsers)
         raise RecordingForbidden("agents control the recording only of a call they are on")
 
 
-def control(recorder: CallRecorder, call_sid: str, action: str) -> LiveRecording:
+def control(
+    recorder: CallRecorder, call_sid: str, action: str, sip: SipRecordings | None = None
+) -> LiveRecording:
+    worker = sip.worker(call_sid) if sip is not None else None
+    if sip is not None and worker is not None:
+        return sip.control(call_sid, worker, action)
+    if not CALL_SID.fullmatch(call_sid):
+        raise SipCallNotBridged(
+            f"call {call_sid!r} is not a Twilio call and no SIP worker holds it (it has ended)"
+        )
     if action == "start":
         return recorder.start(call_sid)
     if action == "pause":

@@ -8,21 +8,18 @@ from __future__ import annotations
 
 import math
 import signal
-import socket
 import struct
 import subprocess
-import threading
 import time
 import wave
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 import redis
 import yaml
-from sqlalchemy import select
 
 from acd.events import EventLog
 from acd.runtime import apply_config
@@ -32,23 +29,25 @@ from ivr.publishing import publish
 from ivr.validator import CheckContext
 from kokan.config import Settings
 from kokan.db import Database
-from recording.models import Recording, RecordingStatus
 from tests.conftest import REPO_ROOT, clean_environ
 from tests.sip_peers import TONE_HZ, Baresip, Peers, baresip_agents
 from tests.test_sip_calls import (
     CALLER,
     DEADLINE_S,
     KOKAN,
-    POLL_S,
+    QUEUE_FLOW,
     SCENARIOS,
     Key,
-    _keys_xml,
+    RtpSink,
+    SpeakingCaller,
     _require_espeak,
     _require_sipp,
-    fill,
     free_port,
     free_rtp_base,
+    listening,
     publish_flow,
+    start_speaking_caller,
+    stored_recording,
     the_call,
     wait_for,
 )
@@ -81,16 +80,6 @@ WORKER_START_S = 60.0
 2-core machine shared with a SIP benchmark that took over 15 s."""
 WRAPUP_S = 120
 """Longer than the test: the agent is still in wrap-up when it is checked."""
-
-BRIDGE_FLOW = """
-start: billing
-language: en
-nodes:
-  billing:
-    type: queue
-    queue: billing
-    prompt: {en: Please hold.}
-"""
 
 
 def alaw_to_linear(byte: int) -> int:
@@ -129,26 +118,9 @@ def tone_share(samples: list[int], hz: int = TONE_HZ, rate: int = 8000) -> float
 
 
 @dataclass
-class CallerEar:
-    """The socket the caller's SDP names: Kokan's RTP to the caller lands here."""
-
-    sock: socket.socket
-    packets: list[bytes] = field(default_factory=list)
-    _stop: threading.Event = field(default_factory=threading.Event)
-
-    @property
-    def port(self) -> int:
-        return int(self.sock.getsockname()[1])
-
-    def run(self) -> None:
-        self.sock.settimeout(0.1)
-        while not self._stop.is_set():
-            try:
-                self.packets.append(self.sock.recv(2048))
-            except TimeoutError:
-                continue
-            except OSError:
-                return
+class CallerEar(RtpSink):
+    """The socket the caller's SDP names: Kokan's RTP to the caller lands here, and the
+    caller's tone goes from here to Kokan."""
 
     def speak(self, port: int, seconds: float, until: Callable[[], bool] = lambda: False) -> None:
         """Send the caller's tone as RTP (PCMA) to Kokan's port, paced at 50 packets/s,
@@ -181,15 +153,7 @@ class CallerEar:
 
 @pytest.fixture
 def caller_ear() -> Iterator[CallerEar]:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    sock.bind(("127.0.0.1", 0))
-    ear = CallerEar(sock)
-    thread = threading.Thread(target=ear.run, daemon=True)
-    thread.start()
-    yield ear
-    ear._stop.set()
-    thread.join(2)
-    sock.close()
+    yield from listening(CallerEar)
 
 
 def heard_tone_frames(phone: Baresip) -> int:
@@ -236,7 +200,7 @@ def start_floor(
         *,
         available: bool = True,
         queue: dict[str, Any] | None = None,
-        flow: str = BRIDGE_FLOW,
+        flow: str = QUEUE_FLOW,
         flows: dict[str, str] | None = None,
     ) -> Floor:
         """`flow`: the published main flow; `flows`: other flows it names (a survey...)."""
@@ -316,27 +280,6 @@ def start_floor(
                 process.wait()
 
 
-@dataclass
-class Caller:
-    """sipp placing the call (SIP) while the ear's socket speaks the caller's tone (RTP)."""
-
-    process: subprocess.Popen[bytes]
-    command: list[str]
-    speaker: threading.Thread
-    log: Path
-
-    def finish(self, timeout_s: float = 40) -> subprocess.CompletedProcess[bytes]:
-        try:
-            self.process.wait(timeout_s)
-        finally:
-            if self.process.poll() is None:
-                self.process.kill()
-                self.process.wait()
-            self.speaker.join(PACKET_S * 10)
-        output = self.log.read_bytes()
-        return subprocess.CompletedProcess(self.command, self.process.returncode, output, output)
-
-
 def start_call(
     floor: Floor,
     ear: CallerEar,
@@ -346,70 +289,21 @@ def start_call(
     hold_ms: int = CALL_MS,
     keys: Sequence[Key] = (),
     speak: bool = True,
-) -> Caller:
+) -> SpeakingCaller:
     """A caller who speaks a tone from the answer on (unless not `speak`) and presses
     `keys`; with call.xml they hang up `hold_ms` later, with kokan_hangs_up.xml they wait
     for Kokan's BYE. A caller with keys does not speak: measured here, sipp plays no
     pcap (the keys) in a call after the `exec command` that tells the test Kokan's RTP
     port."""
-    port_file = tmp_path / "kokan-rtp-port"
-    voice = (SCENARIOS / "caller_voice.xml").read_text(encoding="utf-8")
-    filled = tmp_path / f"caller-{scenario}"
-    text = (SCENARIOS / scenario).read_text(encoding="utf-8")
-    spoken = fill(voice, port_file=port_file) if speak else ""
-    values: dict[str, object] = {"keys": spoken + _keys_xml(keys)}
-    if "${hold_ms}" in text:
-        values["hold_ms"] = hold_ms
-    filled.write_text(fill(text, **values), encoding="utf-8")
-    local = free_port()
-    command = [
-        _require_sipp(),
-        f"127.0.0.1:{floor.worker_port}",
-        "-sf",
-        str(filled),
-        "-m",
-        "1",
-        "-i",
-        "127.0.0.1",
-        "-p",
-        str(local),
-        "-mi",
-        "127.0.0.1",
-        "-mp",
-        str(free_rtp_base()),
-        "-s",
-        "kokan",
-        "-timeout",
-        "30s",
-        "-timeout_error",
-        "-nostdin",
-        "-trace_err",
-        "-error_file",
-        str(tmp_path / "sipp-caller-errors.log"),
-        "-key",
-        "caller",
-        CALLER,
-        "-key",
-        "rtp_sink",
-        str(ear.port),
-    ]
-    log = tmp_path / "sipp-caller.out"
-    with open(log, "wb") as out:
-        process = subprocess.Popen(command, cwd=tmp_path, stdout=out, stderr=subprocess.STDOUT)
-
-    def talk() -> None:
-        if not speak:
-            return
-        deadline = time.monotonic() + DEADLINE_S
-        while not (port_file.is_file() and port_file.read_text().strip()):
-            if process.poll() is not None or time.monotonic() > deadline:
-                return
-            time.sleep(POLL_S)
-        ear.speak(int(port_file.read_text()), SPEAK_MAX_S, until=lambda: process.poll() is not None)
-
-    speaker = threading.Thread(target=talk, daemon=True)
-    speaker.start()
-    return Caller(process, command, speaker, log)
+    return start_speaking_caller(
+        floor.worker_port,
+        ear,
+        tmp_path,
+        (lambda port, gone: ear.speak(port, SPEAK_MAX_S, until=gone)) if speak else None,
+        scenario=scenario,
+        keys=keys,
+        hold_ms=hold_ms,
+    )
 
 
 def call_in(floor: Floor, ear: CallerEar, tmp_path: Path) -> subprocess.CompletedProcess[bytes]:
@@ -417,14 +311,79 @@ def call_in(floor: Floor, ear: CallerEar, tmp_path: Path) -> subprocess.Complete
     return start_call(floor, ear, tmp_path).finish()
 
 
-def busy_phone(tmp_path: Path) -> tuple[subprocess.Popen[bytes], int]:
-    """sipp as an agent's phone that answers 486 Busy Here to one INVITE."""
+@pytest.fixture
+def agent_floor(
+    start_floor: Callable[..., Floor], baresip_agents: Peers
+) -> Callable[..., tuple[Floor, Baresip]]:
+    """`agent_floor(agent_id, auto_answer=True, **start_floor's options)`: the floor with
+    one agent in billing, rung on a softphone (baresip) of its own."""
+
+    def start(agent_id: str, *, auto_answer: bool = True, **options: Any) -> tuple[Floor, Baresip]:
+        phone = baresip_agents.agent(agent_id, auto_answer=auto_answer)
+        floor = start_floor({agent_id: {"queues": ["billing"], "sip_uri": phone.uri}}, **options)
+        return floor, phone
+
+    return start
+
+
+@pytest.fixture
+def waiting_floor(start_floor: Callable[..., Floor]) -> Callable[..., Floor]:
+    """`waiting_floor(agent_id, **queue settings)`: the floor whose one agent in billing is
+    not available (its phone, port 9, discards), so a caller waits in line."""
+
+    def start(agent_id: str, **queue: Any) -> Floor:
+        return start_floor(
+            {agent_id: {"queues": ["billing"], "sip_uri": f"sip:{agent_id}@127.0.0.1:9"}},
+            available=False,
+            queue=queue,
+        )
+
+    return start
+
+
+@dataclass
+class Bridged:
+    """A caller put through to an agent, both still on the call."""
+
+    floor: Floor
+    phone: Baresip
+    caller: SpeakingCaller
+    called_at: float
+    """When (monotonic) the caller dialled."""
+
+
+@pytest.fixture
+def bridged_call(
+    agent_floor: Callable[..., tuple[Floor, Baresip]], caller_ear: CallerEar, tmp_path: Path
+) -> Callable[..., Bridged]:
+    """`bridged_call(agent_id, keys=(), speak=True, **start_floor's options)`: a caller who
+    waits for Kokan's BYE, bridged to the agent: the agent's voice has reached them."""
+
+    def call(
+        agent_id: str, *, keys: Sequence[Key] = (), speak: bool = True, **options: Any
+    ) -> Bridged:
+        floor, phone = agent_floor(agent_id, **options)
+        caller = start_call(
+            floor, caller_ear, tmp_path, scenario="kokan_hangs_up.xml", keys=keys, speak=speak
+        )
+        called_at = time.monotonic()
+        wait_for(lambda: caller_ear.tone_packets() >= TONE_PACKETS, "the agent's voice")
+        return Bridged(floor, phone, caller, called_at)
+
+    return call
+
+
+def busy_phone(
+    tmp_path: Path, scenario: str = "agent_busy.xml"
+) -> tuple[subprocess.Popen[bytes], int]:
+    """sipp as an agent's phone (or a trunk, with trunk_busy.xml) that answers 486 Busy
+    Here to one INVITE."""
     port = free_port()
     process = subprocess.Popen(
         [
             _require_sipp(),
             "-sf",
-            str(SCENARIOS / "agent_busy.xml"),
+            str(SCENARIOS / scenario),
             "-i",
             "127.0.0.1",
             "-p",
@@ -452,6 +411,14 @@ def acd_events(acd: AcdService, call_id: str) -> list[tuple[str, str]]:
         for event in EventLog(acd.redis).all()
         if event.get("call") == call_id
     ]
+
+
+def check_called_back(acd: AcdService, call_id: str) -> None:
+    """The caller left a callback: it waits in the ACD for the dialer, no longer the worker's."""
+    task = acd.call(call_id)
+    assert (task.kind, task.state, task.callback_number) == ("callback", "waiting", CALLER)
+    owner = acd.keys.prefix + OWNER_KEY.format(call=call_id)
+    assert not acd.redis.exists(owner), "the callback is the dialer's now, not the worker's"
 
 
 def check_bridged_and_ended(
@@ -488,14 +455,12 @@ def check_bridged_and_ended(
 
 
 def test_a_queued_sip_caller_is_bridged_to_an_agents_softphone(
-    start_floor: Callable[..., Floor],
-    baresip_agents: Peers,
+    agent_floor: Callable[..., tuple[Floor, Baresip]],
     caller_ear: CallerEar,
     database: Database,
     tmp_path: Path,
 ) -> None:
-    phone = baresip_agents.agent("aiko")
-    floor = start_floor({"aiko": {"queues": ["billing"], "sip_uri": phone.uri}})
+    floor, phone = agent_floor("aiko")
 
     started = time.monotonic()
     done = call_in(floor, caller_ear, tmp_path)
@@ -539,14 +504,12 @@ def test_a_busy_agent_sends_the_call_to_the_next_agent(
 
 
 def test_a_caller_who_hangs_up_while_the_agent_rings_abandons_and_the_ringing_stops(
-    start_floor: Callable[..., Floor],
-    baresip_agents: Peers,
+    agent_floor: Callable[..., tuple[Floor, Baresip]],
     caller_ear: CallerEar,
     database: Database,
     tmp_path: Path,
 ) -> None:
-    phone = baresip_agents.agent("cho", auto_answer=False)
-    floor = start_floor({"cho": {"queues": ["billing"], "sip_uri": phone.uri}})
+    floor, phone = agent_floor("cho", auto_answer=False)
     caller = start_call(floor, caller_ear, tmp_path, hold_ms=3500)  # < the 5 s ring
     wait_for(lambda: "Incoming call" in phone.output(), "the agent's phone to ring")
     done = caller.finish()
@@ -589,18 +552,12 @@ def test_an_agent_who_does_not_answer_in_time_is_skipped_for_the_next(
 
 
 def test_an_agent_who_hangs_up_ends_the_callers_call_and_wraps_up(
-    start_floor: Callable[..., Floor],
-    baresip_agents: Peers,
-    caller_ear: CallerEar,
-    database: Database,
-    tmp_path: Path,
+    bridged_call: Callable[..., Bridged], database: Database
 ) -> None:
-    phone = baresip_agents.agent("fumi")
-    floor = start_floor({"fumi": {"queues": ["billing"], "sip_uri": phone.uri}})
-    caller = start_call(floor, caller_ear, tmp_path, scenario="kokan_hangs_up.xml")
-    wait_for(lambda: caller_ear.tone_packets() >= TONE_PACKETS, "the agent's voice")
-    phone.stop()  # baresip hangs up its call as it exits
-    done = caller.finish()
+    bridged = bridged_call("fumi")
+    floor = bridged.floor
+    bridged.phone.stop()  # baresip hangs up its call as it exits
+    done = bridged.caller.finish()
     assert done.returncode == 0, "the caller got no BYE: " + floor.output()
 
     acd = floor.acd
@@ -615,24 +572,18 @@ def test_an_agent_who_hangs_up_ends_the_callers_call_and_wraps_up(
 
 
 def test_stopping_the_worker_with_a_bridged_call_hangs_up_both_and_exits_cleanly(
-    start_floor: Callable[..., Floor],
-    baresip_agents: Peers,
-    caller_ear: CallerEar,
-    database: Database,
-    tmp_path: Path,
+    bridged_call: Callable[..., Bridged], database: Database
 ) -> None:
-    phone = baresip_agents.agent("gin")
-    floor = start_floor({"gin": {"queues": ["billing"], "sip_uri": phone.uri}})
-    caller = start_call(floor, caller_ear, tmp_path, scenario="kokan_hangs_up.xml")
-    wait_for(lambda: caller_ear.tone_packets() >= TONE_PACKETS, "the agent's voice")
+    bridged = bridged_call("gin")
+    floor = bridged.floor
 
     worker = floor.processes[0]
     worker.send_signal(signal.SIGTERM)
     assert worker.wait(10) == 0, floor.output()
     assert "Aborted" not in floor.output()
-    done = caller.finish()
+    done = bridged.caller.finish()
     assert done.returncode == 0, "the caller got no BYE: " + floor.output()
-    wait_for(lambda: "terminated" in phone.output(), "the agent's call to end")
+    wait_for(lambda: "terminated" in bridged.phone.output(), "the agent's call to end")
     acd = floor.acd
     wait_for(lambda: acd.agent("gin").status == "wrap-up", "the agent's wrap-up")
     call = the_call(database, acd.redis)
@@ -640,14 +591,12 @@ def test_stopping_the_worker_with_a_bridged_call_hangs_up_both_and_exits_cleanly
 
 
 def test_a_caller_lost_with_a_killed_worker_is_ended_not_offered_to_agents(
-    start_floor: Callable[..., Floor],
-    baresip_agents: Peers,
+    agent_floor: Callable[..., tuple[Floor, Baresip]],
     caller_ear: CallerEar,
     database: Database,
     tmp_path: Path,
 ) -> None:
-    phone = baresip_agents.agent("hana")
-    floor = start_floor({"hana": {"queues": ["billing"], "sip_uri": phone.uri}}, available=False)
+    floor, phone = agent_floor("hana", available=False)
     caller = start_call(floor, caller_ear, tmp_path, hold_ms=20_000)
     try:
         acd = floor.acd
@@ -674,29 +623,17 @@ def test_a_caller_lost_with_a_killed_worker_is_ended_not_offered_to_agents(
 
 
 def test_a_caller_past_the_queues_maximum_wait_leaves_a_voicemail(
-    start_floor: Callable[..., Floor],
+    waiting_floor: Callable[..., Floor],
     caller_ear: CallerEar,
     database: Database,
     tmp_path: Path,
 ) -> None:
-    floor = start_floor(
-        {"iku": {"queues": ["billing"], "sip_uri": "sip:iku@127.0.0.1:9"}},
-        available=False,
-        queue={"max_wait_seconds": MAX_WAIT_S, "on_max_wait": {"action": "voicemail"}},
-    )
+    floor = waiting_floor("iku", max_wait_seconds=MAX_WAIT_S, on_max_wait={"action": "voicemail"})
     # the caller speaks (the ear's tone) all along and hangs up 3 s into the recording
     done = start_call(floor, caller_ear, tmp_path, hold_ms=(MAX_WAIT_S + 3) * 1000).finish()
     assert done.returncode == 0, done.stdout.decode(errors="replace") + floor.output()
 
-    def stored() -> Recording | None:
-        with database.unit_of_work() as session:
-            return session.scalar(
-                select(Recording).where(
-                    Recording.provider == "sip", Recording.status == RecordingStatus.STORED
-                )
-            )
-
-    recording = wait_for(stored, "the voicemail's recording row")
+    recording = stored_recording(database, "the voicemail's recording row")
     assert recording.kind == "voicemail"
     assert recording.duration_ms is not None
     assert recording.duration_ms > 1000
@@ -712,24 +649,17 @@ def test_a_caller_past_the_queues_maximum_wait_leaves_a_voicemail(
 
 
 def test_a_caller_past_the_maximum_wait_of_a_callback_queue_is_told_and_let_go(
-    start_floor: Callable[..., Floor],
+    waiting_floor: Callable[..., Floor],
     caller_ear: CallerEar,
     database: Database,
     tmp_path: Path,
 ) -> None:
-    floor = start_floor(
-        {"jun": {"queues": ["billing"], "sip_uri": "sip:jun@127.0.0.1:9"}},
-        available=False,
-        queue={"max_wait_seconds": MAX_WAIT_S, "on_max_wait": {"action": "callback"}},
-    )
+    floor = waiting_floor("jun", max_wait_seconds=MAX_WAIT_S, on_max_wait={"action": "callback"})
     caller = start_call(floor, caller_ear, tmp_path, scenario="kokan_hangs_up.xml")
     done = caller.finish()
     assert done.returncode == 0, "the caller got no BYE: " + floor.output()
 
     acd = floor.acd
     call = the_call(database, acd.redis)
-    task = acd.call(call.provider_call_id)
-    assert (task.kind, task.state, task.callback_number) == ("callback", "waiting", CALLER)
-    owner = acd.keys.prefix + OWNER_KEY.format(call=call.provider_call_id)
-    assert not acd.redis.exists(owner), "the callback is the dialer's now, not the worker's"
+    check_called_back(acd, call.provider_call_id)
     assert "will be called back" in floor.output()

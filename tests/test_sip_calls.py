@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 import redis
@@ -27,6 +27,7 @@ from acd.services import AcdService
 from bench import local_sip
 from bench.local_sip import free_port_run
 from ivr.call_store import LOCK_KEY, CallStore
+from ivr.engine import CallState
 from ivr.publishing import publish
 from ivr.validator import CheckContext
 from kokan.config import RTP_PORTS_PER_CALL, SIP_MAX_CALLS, QueueSettings, Settings
@@ -49,9 +50,11 @@ RTP_PORTS = RTP_PORTS_PER_CALL * SIP_MAX_CALLS
 """What a worker takes from its RTP base (kokan.config.RTP_PORTS_PER_CALL)."""
 PCMA = 8
 PCMA_SILENCE = 0xD5
+"""A-law's zero sample: a packet of only this byte carries no prompt."""
 PCAP_NAMES = {"#": "pound", "*": "star"}
 """sipp's pcap file names for the keys that are not digits."""
-"""A-law's zero sample: a packet of only this byte carries no prompt."""
+SPEAKER_STOP_S = 1.0
+"""A caller's speaking thread stops within a packet of sipp's end; this only bounds a hang."""
 
 MENU_FLOW = """
 start: menu
@@ -158,24 +161,56 @@ def wait_for(condition: Callable[[], Any], what: str, deadline_s: float = DEADLI
 
 
 @dataclass
-class RtpSink:
-    """A UDP socket that the caller's SDP names: Kokan's RTP lands here and is counted."""
+class RtpReceiver:
+    """A UDP socket that the caller's SDP names, read on a thread of its own (`listening`):
+    each packet Kokan sends the caller goes to `heard`."""
 
-    port: int
     sock: socket.socket
-    packets: list[bytes] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
+
+    @property
+    def port(self) -> int:
+        return int(self.sock.getsockname()[1])
+
+    def heard(self, packet: bytes) -> None:
+        raise NotImplementedError
 
     def run(self) -> None:
         self.sock.settimeout(0.1)
         while not self._stop.is_set():
             try:
-                data = self.sock.recv(2048)
+                packet = self.sock.recv(2048)
             except TimeoutError:
                 continue
             except OSError:
                 return
-            self.packets.append(data)
+            self.heard(packet)
+
+
+Receiver = TypeVar("Receiver", bound=RtpReceiver)
+
+
+def listening(make: Callable[[socket.socket], Receiver]) -> Iterator[Receiver]:
+    """A receiver fixture's body: a socket on 127.0.0.1 read until the test ends, then closed."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", 0))
+    receiver = make(sock)
+    thread = threading.Thread(target=receiver.run, daemon=True)
+    thread.start()
+    yield receiver
+    receiver._stop.set()
+    thread.join(2)
+    sock.close()
+
+
+@dataclass
+class RtpSink(RtpReceiver):
+    """Kokan's RTP to the caller, kept and counted."""
+
+    packets: list[bytes] = field(default_factory=list)
+
+    def heard(self, packet: bytes) -> None:
+        self.packets.append(packet)
 
     def voiced(self) -> int:
         """PCMA packets carrying something other than silence: a prompt was playing."""
@@ -188,15 +223,7 @@ class RtpSink:
 
 @pytest.fixture
 def rtp_sink() -> Iterator[RtpSink]:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    sock.bind(("127.0.0.1", 0))
-    sink = RtpSink(sock.getsockname()[1], sock)
-    thread = threading.Thread(target=sink.run, daemon=True)
-    thread.start()
-    yield sink
-    sink._stop.set()
-    thread.join(2)
-    sock.close()
+    yield from listening(RtpSink)
 
 
 @dataclass
@@ -230,7 +257,10 @@ def start_worker(
     _require_espeak()
     started: list[Worker] = []
 
-    def start(host: str = "127.0.0.1", public: str | None = None) -> Worker:
+    def start(
+        host: str = "127.0.0.1", public: str | None = None, sip: dict[str, Any] | None = None
+    ) -> Worker:
+        """`sip`: more of the worker's `sip` settings (a trunk, the transfer mode...)."""
         port = free_port()
         config = {
             "data_dir": str(sip_settings.data_dir),
@@ -238,7 +268,7 @@ def start_worker(
             "redis_url": sip_settings.redis_url,
             "flows_dir": str(sip_settings.flows_dir),
             "queues": {"billing": {"hold_music": "prompts/hold.wav"}},
-            "sip": {"rtp_port": free_rtp_base(), "public_address": public},
+            "sip": {"rtp_port": free_rtp_base(), "public_address": public, **(sip or {})},
         }
         config_file = tmp_path / f"config-{port}.yaml"
         config_file.write_text(yaml.safe_dump(config), encoding="utf-8")
@@ -297,6 +327,120 @@ def _keys_xml(keys: Sequence[Key]) -> str:
     return "".join(parts)
 
 
+def caller_command(
+    worker_port: int,
+    scenario: Path,
+    sink_port: int,
+    errors: Path,
+    *,
+    timeout_s: int = 30,
+    local: int | None = None,
+) -> list[str]:
+    """sipp placing one call from 127.0.0.1 as CALLER to the worker, its SDP naming
+    `sink_port` for Kokan's RTP; a failure's reason goes to `errors`."""
+    return [
+        _require_sipp(),
+        f"127.0.0.1:{worker_port}",
+        "-sf",
+        str(scenario),
+        "-m",
+        "1",
+        "-i",
+        "127.0.0.1",
+        "-p",
+        str(free_port() if local is None else local),
+        "-mi",
+        "127.0.0.1",
+        "-mp",
+        str(free_rtp_base()),
+        "-s",
+        "kokan",
+        "-timeout",
+        f"{timeout_s}s",
+        "-timeout_error",
+        "-nostdin",
+        "-trace_err",
+        "-error_file",
+        str(errors),
+        "-key",
+        "caller",
+        CALLER,
+        "-key",
+        "rtp_sink",
+        str(sink_port),
+    ]
+
+
+@dataclass
+class SpeakingCaller:
+    """sipp placing the call (SIP) while a thread speaks the caller's voice (RTP)."""
+
+    process: subprocess.Popen[bytes]
+    command: list[str]
+    speaker: threading.Thread
+    log: Path
+
+    def finish(self, timeout_s: float = 40) -> subprocess.CompletedProcess[bytes]:
+        try:
+            self.process.wait(timeout_s)
+        finally:
+            if self.process.poll() is None:
+                self.process.kill()
+                self.process.wait()
+            self.speaker.join(SPEAKER_STOP_S)
+        output = self.log.read_bytes()
+        return subprocess.CompletedProcess(self.command, self.process.returncode, output, output)
+
+
+Speak = Callable[[int, Callable[[], bool]], None]
+"""The caller's voice: sent to Kokan's RTP port until the given test says the call is over."""
+
+
+def start_speaking_caller(
+    worker_port: int,
+    receiver: RtpReceiver,
+    tmp_path: Path,
+    speak: Speak | None,
+    *,
+    scenario: str = "kokan_hangs_up.xml",
+    keys: Sequence[Key] = (),
+    hold_ms: int | None = None,
+    name: str = "caller",
+) -> SpeakingCaller:
+    """sipp calls with `scenario` and presses `keys`, its SDP naming the receiver's socket;
+    with `speak`, caller_voice.xml tells the test Kokan's RTP port and `speak` talks to it
+    from that socket (a phone's media is one socket both ways) until sipp has finished."""
+    port_file = tmp_path / "kokan-rtp-port"
+    voice = (SCENARIOS / "caller_voice.xml").read_text(encoding="utf-8")
+    text = (SCENARIOS / scenario).read_text(encoding="utf-8")
+    values: dict[str, object] = {
+        "keys": (fill(voice, port_file=port_file) if speak else "") + _keys_xml(keys)
+    }
+    if hold_ms is not None:
+        values["hold_ms"] = hold_ms
+    filled = tmp_path / f"{name}-{scenario}"
+    filled.write_text(fill(text, **values), encoding="utf-8")
+    errors = tmp_path / f"sipp-{name}-errors.log"
+    command = caller_command(worker_port, filled, receiver.port, errors)
+    log = tmp_path / f"sipp-{name}.out"
+    with open(log, "wb") as out:
+        process = subprocess.Popen(command, cwd=tmp_path, stdout=out, stderr=subprocess.STDOUT)
+
+    def talk() -> None:
+        if speak is None:
+            return
+        deadline = time.monotonic() + DEADLINE_S
+        while not (port_file.is_file() and port_file.read_text().strip()):
+            if process.poll() is not None or time.monotonic() > deadline:
+                return
+            time.sleep(POLL_S)
+        speak(int(port_file.read_text()), lambda: process.poll() is not None)
+
+    speaker = threading.Thread(target=talk, daemon=True)
+    speaker.start()
+    return SpeakingCaller(process, command, speaker, log)
+
+
 def sipp(
     worker: Worker,
     scenario: str,
@@ -307,41 +451,13 @@ def sipp(
     hold_ms: int = 500,
     background: bool = False,
 ) -> subprocess.Popen[bytes] | subprocess.CompletedProcess[bytes]:
-    program = _require_sipp()
     local = free_port()
     filled = tmp_path / f"{local}-{scenario}"
     text = (SCENARIOS / scenario).read_text(encoding="utf-8")
     filled.write_text(fill(text, keys=_keys_xml(keys), hold_ms=hold_ms), encoding="utf-8")
-    command = [
-        program,
-        f"127.0.0.1:{worker.port}",
-        "-sf",
-        str(filled),
-        "-m",
-        "1",
-        "-i",
-        "127.0.0.1",
-        "-p",
-        str(local),
-        "-mi",
-        "127.0.0.1",
-        "-mp",
-        str(free_rtp_base()),
-        "-s",
-        "kokan",
-        "-timeout",
-        "20s",
-        "-timeout_error",
-        "-nostdin",
-        "-trace_err",
-        "-error_file",
-        str(tmp_path / f"sipp-{local}-errors.log"),
-        "-trace_logs",
-        "-log_file",
-        str(tmp_path / f"sipp-{local}.log"),
-    ]
-    for name, value in {"caller": CALLER, "rtp_sink": str(sink.port)}.items():
-        command += ["-key", name, value]
+    errors = tmp_path / f"sipp-{local}-errors.log"
+    command = caller_command(worker.port, filled, sink.port, errors, timeout_s=20, local=local)
+    command += ["-trace_logs", "-log_file", str(tmp_path / f"sipp-{local}.log")]
     if background:
         return subprocess.Popen(
             command, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
@@ -367,21 +483,97 @@ def no_lock(redis_client: redis.Redis, call_id: str) -> bool:
     return not redis_client.exists(LOCK_KEY.format(call=f"sip:{call_id}"))
 
 
+def stored_recording(database: Database, what: str) -> Recording:
+    """The SIP call's recording row, waited for until it is stored."""
+
+    def stored() -> Recording | None:
+        with database.unit_of_work() as session:
+            return session.scalar(
+                select(Recording).where(
+                    Recording.provider == "sip", Recording.status == RecordingStatus.STORED
+                )
+            )
+
+    recording: Recording = wait_for(stored, what)
+    return recording
+
+
+def ivr_state(database: Database, redis_client: redis.Redis) -> tuple[Call, CallState]:
+    """The call's record and where its flow left it."""
+    call = the_call(database, redis_client)
+    state = CallStore(redis_client, "sip").load(call.provider_call_id)
+    assert state is not None
+    return call, state
+
+
+@pytest.fixture
+def place_call(
+    start_worker: Callable[..., Worker],
+    sip_settings: Settings,
+    database: Database,
+    rtp_sink: RtpSink,
+    tmp_path: Path,
+) -> Callable[..., Worker]:
+    """`place_call(flow, scenario, keys=(), hold_ms=500, **start_worker's options)`: `flow`
+    published (None: nothing more), a worker started, and sipp's call to it run to its end
+    without an error; the worker, whose log the test reads."""
+
+    def place(
+        flow: str | None,
+        scenario: str,
+        keys: Sequence[Key] = (),
+        *,
+        hold_ms: int = 500,
+        **options: Any,
+    ) -> Worker:
+        if flow is not None:
+            publish_flow(database, sip_settings, flow)
+        worker = start_worker(**options)
+        done = sipp(worker, scenario, tmp_path, rtp_sink, keys, hold_ms=hold_ms)
+        assert done.returncode == 0, sipp_log(tmp_path) + worker.output()
+        return worker
+
+    return place
+
+
+@pytest.fixture
+def ongoing_call(
+    start_worker: Callable[..., Worker],
+    sip_settings: Settings,
+    database: Database,
+    rtp_sink: RtpSink,
+    tmp_path: Path,
+) -> Callable[[str], tuple[Worker, subprocess.Popen[bytes]]]:
+    """`ongoing_call(flow)`: `flow` published, a worker started, and a caller on it (sipp in
+    the background) who waits for Kokan's BYE."""
+
+    def start(flow: str) -> tuple[Worker, subprocess.Popen[bytes]]:
+        publish_flow(database, sip_settings, flow)
+        worker = start_worker()
+        caller = sipp(worker, "kokan_hangs_up.xml", tmp_path, rtp_sink, background=True)
+        assert isinstance(caller, subprocess.Popen)
+        return worker, caller
+
+    return start
+
+
+def stop_with_sigterm(worker: Worker, caller: subprocess.Popen[bytes], tmp_path: Path) -> None:
+    """SIGTERM with a call up: the worker exits cleanly and the caller gets its BYE."""
+    worker.process.send_signal(signal.SIGTERM)
+    assert worker.process.wait(10) == 0, worker.output()
+    assert caller.wait(10) == 0, sipp_log(tmp_path)  # it got Kokan's BYE and answered it
+
+
 # ---- the tests ----
 
 
 def test_a_caller_hears_the_menu_and_keys_walk_the_flow(
-    start_worker: Callable[..., Worker],
-    sip_settings: Settings,
+    place_call: Callable[..., Worker],
     database: Database,
     redis_client: redis.Redis,
     rtp_sink: RtpSink,
-    tmp_path: Path,
 ) -> None:
-    publish_flow(database, sip_settings, MENU_FLOW)
-    worker = start_worker()
-    done = sipp(worker, "call.xml", tmp_path, rtp_sink, [Key("1"), Key("2")])
-    assert done.returncode == 0, sipp_log(tmp_path) + worker.output()
+    place_call(MENU_FLOW, "call.xml", [Key("1"), Key("2")])
 
     assert rtp_sink.voiced() > 20, "the menu prompt did not reach the caller as RTP"
     call = the_call(database, redis_client)
@@ -400,45 +592,31 @@ def test_a_caller_hears_the_menu_and_keys_walk_the_flow(
 
 
 def test_the_sdp_and_contact_carry_the_configured_address_not_a_guessed_one(
-    start_worker: Callable[..., Worker],
-    sip_settings: Settings,
-    database: Database,
-    rtp_sink: RtpSink,
-    tmp_path: Path,
+    place_call: Callable[..., Worker], tmp_path: Path
 ) -> None:
-    publish_flow(database, sip_settings, MENU_FLOW)
     # bound to every interface: without the published address pjsua would put the
     # machine's first interface into Contact and SDP
-    worker = start_worker(host="0.0.0.0", public="127.0.0.1")  # noqa: S104
-    done = sipp(worker, "call.xml", tmp_path, rtp_sink, [Key("1", after_ms=200)])
-    assert done.returncode == 0, sipp_log(tmp_path) + worker.output()
+    place_call(
+        MENU_FLOW,
+        "call.xml",
+        [Key("1", after_ms=200)],
+        host="0.0.0.0",  # noqa: S104
+        public="127.0.0.1",
+    )
     log = sipp_log(tmp_path)
     assert "SDP-CONNECTION 127.0.0.1" in log, log
     assert "CONTACT 127.0.0.1" in log, log
 
 
 def test_a_voicemail_is_recorded_stored_and_handed_to_conversion(
-    start_worker: Callable[..., Worker],
+    place_call: Callable[..., Worker],
     sip_settings: Settings,
     database: Database,
     redis_client: redis.Redis,
-    rtp_sink: RtpSink,
-    tmp_path: Path,
 ) -> None:
-    publish_flow(database, sip_settings, VOICEMAIL_FLOW)
-    worker = start_worker()
-    done = sipp(worker, "kokan_hangs_up.xml", tmp_path, rtp_sink, [Key("#", after_ms=3000)])
-    assert done.returncode == 0, sipp_log(tmp_path) + worker.output()
+    place_call(VOICEMAIL_FLOW, "kokan_hangs_up.xml", [Key("#", after_ms=3000)])
 
-    def stored() -> Recording | None:
-        with database.unit_of_work() as session:
-            return session.scalar(
-                select(Recording).where(
-                    Recording.provider == "sip", Recording.status == RecordingStatus.STORED
-                )
-            )
-
-    recording = wait_for(stored, "the voicemail's recording row")
+    recording = stored_recording(database, "the voicemail's recording row")
     assert recording.kind == "voicemail"
     assert recording.storage_key is not None
     assert (sip_settings.recordings_dir / recording.storage_key).is_file()
@@ -454,17 +632,9 @@ def test_a_voicemail_is_recorded_stored_and_handed_to_conversion(
 
 
 def test_hanging_up_during_the_voicemail_keeps_the_message(
-    start_worker: Callable[..., Worker],
-    sip_settings: Settings,
-    database: Database,
-    redis_client: redis.Redis,
-    rtp_sink: RtpSink,
-    tmp_path: Path,
+    place_call: Callable[..., Worker], database: Database, redis_client: redis.Redis
 ) -> None:
-    publish_flow(database, sip_settings, VOICEMAIL_FLOW)
-    worker = start_worker()
-    done = sipp(worker, "call.xml", tmp_path, rtp_sink, hold_ms=3000)  # BYE while recording
-    assert done.returncode == 0, sipp_log(tmp_path) + worker.output()
+    place_call(VOICEMAIL_FLOW, "call.xml", hold_ms=3000)  # BYE while recording
 
     def stored() -> Recording | None:
         with database.unit_of_work() as session:
@@ -479,20 +649,16 @@ def test_hanging_up_during_the_voicemail_keeps_the_message(
 
 
 def test_a_queued_caller_hears_the_queues_music_until_hanging_up(
-    start_worker: Callable[..., Worker],
+    place_call: Callable[..., Worker],
     sip_settings: Settings,
     database: Database,
     redis_client: redis.Redis,
     rtp_sink: RtpSink,
-    tmp_path: Path,
 ) -> None:
-    publish_flow(database, sip_settings, QUEUE_FLOW)
     acd = AcdService(redis_client)
     queues = {"billing": QueueSettings(hold_music="prompts/hold.wav")}
     apply_config(acd, sip_settings.model_copy(update={"queues": queues}))  # as the router does
-    worker = start_worker()
-    done = sipp(worker, "call.xml", tmp_path, rtp_sink, hold_ms=3000)
-    assert done.returncode == 0, sipp_log(tmp_path) + worker.output()
+    place_call(QUEUE_FLOW, "call.xml", hold_ms=3000)
 
     assert rtp_sink.voiced() > 50, "the caller heard neither the prompt nor the music"
     wait_for(lambda: the_call(database, redis_client).ended_at is not None, "the call's end")
@@ -506,49 +672,35 @@ def test_a_queued_caller_hears_the_queues_music_until_hanging_up(
 
 
 def test_sigterm_with_a_call_up_hangs_it_up_and_exits_cleanly(
-    start_worker: Callable[..., Worker],
-    sip_settings: Settings,
+    ongoing_call: Callable[[str], tuple[Worker, subprocess.Popen[bytes]]],
     database: Database,
     redis_client: redis.Redis,
-    rtp_sink: RtpSink,
     tmp_path: Path,
 ) -> None:
-    publish_flow(database, sip_settings, MENU_FLOW)
-    worker = start_worker()
-    caller = sipp(worker, "kokan_hangs_up.xml", tmp_path, rtp_sink, background=True)
-    assert isinstance(caller, subprocess.Popen)
+    worker, caller = ongoing_call(MENU_FLOW)
     call = the_call(database, redis_client)
     wait_for(lambda: CallStore(redis_client, "sip").load(call.provider_call_id), "the call")
 
-    worker.process.send_signal(signal.SIGTERM)
-    assert worker.process.wait(10) == 0, worker.output()
-    assert caller.wait(10) == 0, sipp_log(tmp_path)  # it got Kokan's BYE and answered it
+    stop_with_sigterm(worker, caller, tmp_path)
     assert "Aborted" not in worker.output()
     wait_for(lambda: the_call(database, redis_client).ended_at is not None, "the call's end")
     assert no_lock(redis_client, call.provider_call_id)
 
 
 def test_sigterm_during_a_voicemail_keeps_what_was_recorded(
-    start_worker: Callable[..., Worker],
+    ongoing_call: Callable[[str], tuple[Worker, subprocess.Popen[bytes]]],
     sip_settings: Settings,
     database: Database,
-    redis_client: redis.Redis,
-    rtp_sink: RtpSink,
     tmp_path: Path,
 ) -> None:
-    publish_flow(database, sip_settings, VOICEMAIL_FLOW)
-    worker = start_worker()
-    caller = sipp(worker, "kokan_hangs_up.xml", tmp_path, rtp_sink, background=True)
-    assert isinstance(caller, subprocess.Popen)
+    worker, caller = ongoing_call(VOICEMAIL_FLOW)
     spool = sip_settings.resolved_data_dir / "sip-voicemail"
     wait_for(
         lambda: any(p.stat().st_size > 4096 for p in spool.glob("*.wav")),
         "the voicemail to be recording",
     )
 
-    worker.process.send_signal(signal.SIGTERM)
-    assert worker.process.wait(10) == 0, worker.output()
-    assert caller.wait(10) == 0, sipp_log(tmp_path)
+    stop_with_sigterm(worker, caller, tmp_path)
     with database.unit_of_work() as session:  # kept before the worker exited
         recording = session.scalar(select(Recording).where(Recording.provider == "sip"))
         assert recording is not None
@@ -557,41 +709,20 @@ def test_sigterm_during_a_voicemail_keeps_what_was_recorded(
 
 
 def test_keys_sent_as_sip_info_walk_the_flow_too(
-    start_worker: Callable[..., Worker],
-    sip_settings: Settings,
-    database: Database,
-    redis_client: redis.Redis,
-    rtp_sink: RtpSink,
-    tmp_path: Path,
+    place_call: Callable[..., Worker], database: Database, redis_client: redis.Redis
 ) -> None:
-    publish_flow(database, sip_settings, MENU_FLOW)
-    worker = start_worker()
-    keys = [Key("1", info=True), Key("2", info=True)]
-    done = sipp(worker, "call.xml", tmp_path, rtp_sink, keys)
-    assert done.returncode == 0, sipp_log(tmp_path) + worker.output()
+    place_call(MENU_FLOW, "call.xml", [Key("1", info=True), Key("2", info=True)])
 
-    call = the_call(database, redis_client)
-    state = CallStore(redis_client, "sip").load(call.provider_call_id)
-    assert state is not None
+    _call, state = ivr_state(database, redis_client)
     assert state.path == ["menu", "sales", "menu2", "menu3"]
 
 
 def test_a_silent_caller_times_out_through_the_retries_to_on_failure(
-    start_worker: Callable[..., Worker],
-    sip_settings: Settings,
-    database: Database,
-    redis_client: redis.Redis,
-    rtp_sink: RtpSink,
-    tmp_path: Path,
+    place_call: Callable[..., Worker], database: Database, redis_client: redis.Redis
 ) -> None:
-    publish_flow(database, sip_settings, TIMEOUT_FLOW)
-    worker = start_worker()
-    done = sipp(worker, "kokan_hangs_up.xml", tmp_path, rtp_sink)
-    assert done.returncode == 0, sipp_log(tmp_path) + worker.output()
+    place_call(TIMEOUT_FLOW, "kokan_hangs_up.xml")
 
-    call = the_call(database, redis_client)
-    state = CallStore(redis_client, "sip").load(call.provider_call_id)
-    assert state is not None
+    call, state = ivr_state(database, redis_client)
     assert state.path == ["menu", "bye"]
     wait_for(
         lambda: the_call(database, redis_client).outcome == "completed-in-ivr", "the IVR outcome"
@@ -600,15 +731,13 @@ def test_a_silent_caller_times_out_through_the_retries_to_on_failure(
 
 
 def test_a_call_kokan_cannot_run_hears_an_apology_not_silence(
-    start_worker: Callable[..., Worker],
+    place_call: Callable[..., Worker],
     database: Database,
     redis_client: redis.Redis,
     rtp_sink: RtpSink,
-    tmp_path: Path,
 ) -> None:
-    worker = start_worker()  # no flow published: the engine cannot start the call
-    done = sipp(worker, "call.xml", tmp_path, rtp_sink, hold_ms=2500)
-    assert done.returncode == 0, sipp_log(tmp_path) + worker.output()
+    # no flow published: the engine cannot start the call
+    worker = place_call(None, "call.xml", hold_ms=2500)
 
     assert rtp_sink.voiced() > 50, "the caller heard no apology"
     assert "could not start the call" in worker.output()

@@ -7,23 +7,21 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Callable
-from pathlib import Path
 
 import pytest
 import redis
 
-from ivr.call_store import CallStore
 from ivr.sip_prompts import PromptCache
 from kokan.config import Settings
 from kokan.db import Database
 from tests.test_sip_calls import (
     RtpSink,
     Worker,
+    ivr_state,
+    place_call,
     publish_flow,
     rtp_sink,
     sip_settings,
-    sipp,
-    sipp_log,
     start_worker,
     the_call,
     wait_for,
@@ -32,7 +30,7 @@ from tests.test_sip_queue import heard_at
 
 pytestmark = pytest.mark.media  # real SIP peers: the PostgreSQL pass leaves them out (./run)
 
-__all__ = ["rtp_sink", "sip_settings", "start_worker"]  # fixtures, used by name
+__all__ = ["place_call", "rtp_sink", "sip_settings", "start_worker"]  # fixtures, used by name
 
 WELCOME = "Welcome to Kokan."
 SORRY = "Sorry, one moment."
@@ -61,12 +59,11 @@ nodes:
 
 
 def test_a_prompt_file_deleted_after_publishing_is_spoken_and_the_call_walks_on(
-    start_worker: Callable[..., Worker],
+    place_call: Callable[..., Worker],
     sip_settings: Settings,
     database: Database,
     redis_client: redis.Redis,
     rtp_sink: RtpSink,
-    tmp_path: Path,
 ) -> None:
     prompts = sip_settings.flows_dir / "prompts"
     for name in ("welcome.wav", "menu.wav"):
@@ -75,14 +72,10 @@ def test_a_prompt_file_deleted_after_publishing_is_spoken_and_the_call_walks_on(
     (prompts / "welcome.wav").unlink()
     (prompts / "menu.wav").unlink()
 
-    worker = start_worker()
-    done = sipp(worker, "kokan_hangs_up.xml", tmp_path, rtp_sink)
-    assert done.returncode == 0, sipp_log(tmp_path) + worker.output()
+    worker = place_call(None, "kokan_hangs_up.xml")
 
     # the flow went on to its end, not into its fallback
-    call = the_call(database, redis_client)
-    state = CallStore(redis_client, "sip").load(call.provider_call_id)
-    assert state is not None
+    call, state = ivr_state(database, redis_client)
     assert state.path == ["welcome", "menu", "bye"]
     wait_for(
         lambda: the_call(database, redis_client).outcome == "completed-in-ivr", "the IVR outcome"

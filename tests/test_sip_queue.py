@@ -19,15 +19,14 @@ import pytest
 from sqlalchemy import select
 
 from acd.estimates import expected_wait_s
-from acd.sip_handoff import OWNER_KEY
 from acd.twilio_twiml import announcement_phrases
 from ivr.call_store import CallStore
 from ivr.sip_prompts import PromptCache
 from kokan.db import Database
-from recording.models import Recording, RecordingStatus
+from recording.models import Recording
 from recording.services import job_is_live, process_job_id, recordings_queue
 from tests.conftest import REPO_ROOT
-from tests.sip_peers import RATE, TONE_HZ, Peers, baresip_agents
+from tests.sip_peers import RATE, TONE_HZ, Baresip, baresip_agents
 from tests.test_sip_bridge import (
     CALLER_TONE_HZ,
     PACKET_S,
@@ -36,24 +35,36 @@ from tests.test_sip_bridge import (
     SAMPLES_PER_PACKET,
     TONE_PACKETS,
     TONE_SHARE,
+    Bridged,
     CallerEar,
     Floor,
     acd_events,
+    agent_floor,
     alaw_to_linear,
+    bridged_call,
     call_in,
     caller_ear,
+    check_called_back,
     start_call,
     start_floor,
     tone_share,
+    waiting_floor,
 )
-from tests.test_sip_calls import CALLER, DEADLINE_S, POLL_S, Key, the_call, wait_for
+from tests.test_sip_calls import DEADLINE_S, POLL_S, Key, stored_recording, the_call, wait_for
 from tickets.call_tickets import SURVEY_SUFFIX
 from tickets.cdr import CdrProjector
 from tickets.models import Interaction
 
 pytestmark = pytest.mark.media  # real SIP peers: the PostgreSQL pass leaves them out (./run)
 
-__all__ = ["baresip_agents", "caller_ear", "start_floor"]  # fixtures, used by name
+__all__ = [  # fixtures, used by name
+    "agent_floor",
+    "baresip_agents",
+    "bridged_call",
+    "caller_ear",
+    "start_floor",
+    "waiting_floor",
+]
 
 ANNOUNCE_EVERY_S = 15
 """The shortest cadence a queue takes (QueueSettings.announce_every_seconds)."""
@@ -141,13 +152,10 @@ def times_of_announcements(floor: Floor, count: int, deadline_s: float) -> list[
 
 
 def test_a_waiting_sip_caller_hears_their_position_every_announce_period(
-    start_floor: Callable[..., Floor], caller_ear: CallerEar, database: Database, tmp_path: Path
+    waiting_floor: Callable[..., Floor], caller_ear: CallerEar, database: Database, tmp_path: Path
 ) -> None:
-    floor = start_floor(
-        {"kai": {"queues": ["billing"], "sip_uri": "sip:kai@127.0.0.1:9"}},
-        available=False,  # nobody takes the call: the caller waits and is told so
-        queue={"announce_every_seconds": ANNOUNCE_EVERY_S},
-    )
+    # nobody takes the call: the caller waits and is told so
+    floor = waiting_floor("kai", announce_every_seconds=ANNOUNCE_EVERY_S)
     caller = start_call(floor, caller_ear, tmp_path, hold_ms=(ANNOUNCE_EVERY_S + 4) * 1000)
     try:
         first, second = times_of_announcements(floor, 2, ANNOUNCE_EVERY_S + DEADLINE_S)
@@ -179,17 +187,9 @@ def test_a_waiting_sip_caller_hears_their_position_every_announce_period(
 
 
 def test_after_a_handled_call_the_announcement_says_the_expected_wait(
-    start_floor: Callable[..., Floor],
-    baresip_agents: Peers,
-    caller_ear: CallerEar,
-    database: Database,
-    tmp_path: Path,
+    agent_floor: Callable[..., tuple[Floor, Baresip]], caller_ear: CallerEar, tmp_path: Path
 ) -> None:
-    phone = baresip_agents.agent("lin")
-    floor = start_floor(
-        {"lin": {"queues": ["billing"], "sip_uri": phone.uri}},
-        queue={"announce_every_seconds": ANNOUNCE_EVERY_S},
-    )
+    floor, _phone = agent_floor("lin", queue={"announce_every_seconds": ANNOUNCE_EVERY_S})
     (tmp_path / "first").mkdir()
     (tmp_path / "second").mkdir()
     first_call = call_in(floor, caller_ear, tmp_path / "first")
@@ -233,6 +233,11 @@ SURVEY_KEYS = (Key("4", after_ms=8000), Key("9", after_ms=3000), Key("#", 500), 
 up the agent's phone within a few seconds of the answer), each while its question plays."""
 AGENT_HANGS_UP_BY_S = 6.0
 """The agent's phone is stopped before the first survey key is sent (8 s after the answer)."""
+SURVEYED = {
+    "flow": SURVEYED_FLOW,
+    "flows": {"survey": (REPO_ROOT / "flows" / "survey.yaml").read_text(encoding="utf-8")},
+}
+"""The floor's flows for a surveyed call: SURVEYED_FLOW naming Kokan's own survey."""
 
 
 def survey_interaction(database: Database, call_id: str) -> Interaction | None:
@@ -246,26 +251,13 @@ def survey_interaction(database: Database, call_id: str) -> Interaction | None:
 
 
 def test_after_the_agent_hangs_up_the_sip_caller_answers_the_survey_by_keypad(
-    start_floor: Callable[..., Floor],
-    baresip_agents: Peers,
-    caller_ear: CallerEar,
-    database: Database,
-    tmp_path: Path,
+    bridged_call: Callable[..., Bridged], database: Database
 ) -> None:
-    phone = baresip_agents.agent("mio")
-    floor = start_floor(
-        {"mio": {"queues": ["billing"], "sip_uri": phone.uri}},
-        flow=SURVEYED_FLOW,
-        flows={"survey": (REPO_ROOT / "flows" / "survey.yaml").read_text(encoding="utf-8")},
-    )
-    caller = start_call(
-        floor, caller_ear, tmp_path, scenario="kokan_hangs_up.xml", keys=SURVEY_KEYS, speak=False
-    )
-    started = time.monotonic()
-    wait_for(lambda: caller_ear.tone_packets() >= TONE_PACKETS, "the agent's voice")
-    phone.stop()  # the agent hangs up first
-    assert time.monotonic() - started < AGENT_HANGS_UP_BY_S, "the bridge came too late"
-    done = caller.finish()
+    bridged = bridged_call("mio", keys=SURVEY_KEYS, speak=False, **SURVEYED)
+    floor = bridged.floor
+    bridged.phone.stop()  # the agent hangs up first
+    assert time.monotonic() - bridged.called_at < AGENT_HANGS_UP_BY_S, "the bridge came too late"
+    done = bridged.caller.finish()
     # the caller pressed through the survey and Kokan hung up after thanking them
     assert done.returncode == 0, done.stdout.decode(errors="replace") + floor.output()
 
@@ -290,18 +282,12 @@ def test_after_the_agent_hangs_up_the_sip_caller_answers_the_survey_by_keypad(
 
 
 def test_a_sip_caller_who_hangs_up_on_the_agent_gets_no_voice_survey(
-    start_floor: Callable[..., Floor],
-    baresip_agents: Peers,
+    agent_floor: Callable[..., tuple[Floor, Baresip]],
     caller_ear: CallerEar,
     database: Database,
     tmp_path: Path,
 ) -> None:
-    phone = baresip_agents.agent("nao")
-    floor = start_floor(
-        {"nao": {"queues": ["billing"], "sip_uri": phone.uri}},
-        flow=SURVEYED_FLOW,
-        flows={"survey": (REPO_ROOT / "flows" / "survey.yaml").read_text(encoding="utf-8")},
-    )
+    floor, phone = agent_floor("nao", **SURVEYED)
     done = call_in(floor, caller_ear, tmp_path)  # the caller hangs up while talking
     assert done.returncode == 0, done.stdout.decode(errors="replace") + floor.output()
     acd = floor.acd
@@ -333,29 +319,18 @@ def channel_tone_frames(samples: list[int], hz: int) -> int:
 
 
 def test_a_recorded_queue_keeps_the_bridged_call_as_two_channels_caller_left_agent_right(
-    start_floor: Callable[..., Floor],
-    baresip_agents: Peers,
+    agent_floor: Callable[..., tuple[Floor, Baresip]],
     caller_ear: CallerEar,
     database: Database,
     tmp_path: Path,
 ) -> None:
-    phone = baresip_agents.agent("oto")
-    floor = start_floor(
-        {"oto": {"queues": ["billing"], "sip_uri": phone.uri}},
-        queue={"record": "always", "recording_consent": {"en": CONSENT}},
+    floor, _phone = agent_floor(
+        "oto", queue={"record": "always", "recording_consent": {"en": CONSENT}}
     )
     done = call_in(floor, caller_ear, tmp_path)
     assert done.returncode == 0, done.stdout.decode(errors="replace") + floor.output()
 
-    def stored() -> Recording | None:
-        with database.unit_of_work() as session:
-            return session.scalar(
-                select(Recording).where(
-                    Recording.provider == "sip", Recording.status == RecordingStatus.STORED
-                )
-            )
-
-    recording = wait_for(stored, "the call's recording row")
+    recording = stored_recording(database, "the call's recording row")
     call = the_call(database, floor.acd.redis)
     assert recording.kind == "call"
     assert recording.provider_call_id == call.provider_call_id
@@ -389,14 +364,12 @@ def test_a_recorded_queue_keeps_the_bridged_call_as_two_channels_caller_left_age
 
 
 def test_a_queue_that_never_records_keeps_no_recording_of_the_bridge(
-    start_floor: Callable[..., Floor],
-    baresip_agents: Peers,
+    agent_floor: Callable[..., tuple[Floor, Baresip]],
     caller_ear: CallerEar,
     database: Database,
     tmp_path: Path,
 ) -> None:
-    phone = baresip_agents.agent("pia")
-    floor = start_floor({"pia": {"queues": ["billing"], "sip_uri": phone.uri}})  # record: never
+    floor, _phone = agent_floor("pia")  # record: never
     done = call_in(floor, caller_ear, tmp_path)
     assert done.returncode == 0, done.stdout.decode(errors="replace") + floor.output()
     wait_for(lambda: floor.acd.agent("pia").status == "wrap-up", "the agent's wrap-up")
@@ -407,13 +380,9 @@ def test_a_queue_that_never_records_keeps_no_recording_of_the_bridge(
 
 
 def test_a_waiting_sip_caller_who_presses_the_callback_key_keeps_their_place_and_goes(
-    start_floor: Callable[..., Floor], caller_ear: CallerEar, database: Database, tmp_path: Path
+    waiting_floor: Callable[..., Floor], caller_ear: CallerEar, database: Database, tmp_path: Path
 ) -> None:
-    floor = start_floor(
-        {"rio": {"queues": ["billing"], "sip_uri": "sip:rio@127.0.0.1:9"}},
-        available=False,
-        queue={"announce_every_seconds": ANNOUNCE_EVERY_S, "callback_key": "9"},
-    )
+    floor = waiting_floor("rio", announce_every_seconds=ANNOUNCE_EVERY_S, callback_key="9")
     caller = start_call(
         floor,
         caller_ear,
@@ -432,9 +401,6 @@ def test_a_waiting_sip_caller_who_presses_the_callback_key_keeps_their_place_and
     call = wait_for(
         lambda: (c := the_call(database, acd.redis)).outcome == "callback" and c, "the callback"
     )
-    task = acd.call(call.provider_call_id)
-    assert (task.kind, task.state, task.callback_number) == ("callback", "waiting", CALLER)
+    check_called_back(acd, call.provider_call_id)
     assert "caller asked for a callback, keeping place 1" in floor.output()
-    owner = acd.keys.prefix + OWNER_KEY.format(call=call.provider_call_id)
-    assert not acd.redis.exists(owner), "the callback is the dialer's now, not the worker's"
     assert "Traceback" not in floor.output(), floor.output()

@@ -6,13 +6,10 @@ a phrase to its branch, other words or silence to the node's failure path, a key
 
 from __future__ import annotations
 
-import socket
 import struct
-import subprocess
-import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -20,7 +17,6 @@ import redis
 from pydub import AudioSegment
 from rq import Queue
 
-from ivr.call_store import CallStore
 from ivr.engine import CallState
 from kokan.config import Settings
 from kokan.db import Database
@@ -28,22 +24,18 @@ from kokan.work_queues import ASR_QUEUE
 from recording import transcribe
 from tests.recording_support import work, write_config
 from tests.test_sip_calls import (
-    CALLER,
     DEADLINE_S,
-    POLL_S,
-    SCENARIOS,
     Key,
+    RtpReceiver,
+    SpeakingCaller,
     Worker,
-    _keys_xml,
-    _require_sipp,
-    fill,
-    free_port,
-    free_rtp_base,
+    ivr_state,
+    listening,
     no_lock,
     publish_flow,
     sip_settings,  # noqa: F401 - a fixture start_worker uses
+    start_speaking_caller,
     start_worker,  # noqa: F401 - a fixture
-    the_call,
     wait_for,
 )
 from tests.test_speech_recognition import spoken
@@ -116,34 +108,20 @@ def alaw_of(path: Path) -> bytes:
 
 
 @dataclass
-class CallerMedia:
+class CallerMedia(RtpReceiver):
     """The caller's RTP socket (the one its SDP names): hears Kokan, speaks to Kokan."""
 
-    sock: socket.socket
     last_voiced: float = 0.0
     voiced: int = 0
-    _stop: threading.Event = field(default_factory=threading.Event)
 
-    @property
-    def port(self) -> int:
-        return int(self.sock.getsockname()[1])
-
-    def run(self) -> None:
-        self.sock.settimeout(0.1)
-        while not self._stop.is_set():
-            try:
-                packet = self.sock.recv(2048)
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            if (
-                len(packet) > RTP_HEADER
-                and packet[1] & 0x7F == PCMA
-                and any(abs(b - ALAW_SILENCE) > 1 for b in packet[RTP_HEADER:])
-            ):
-                self.voiced += 1
-                self.last_voiced = time.monotonic()
+    def heard(self, packet: bytes) -> None:
+        if (
+            len(packet) > RTP_HEADER
+            and packet[1] & 0x7F == PCMA
+            and any(abs(b - ALAW_SILENCE) > 1 for b in packet[RTP_HEADER:])
+        ):
+            self.voiced += 1
+            self.last_voiced = time.monotonic()
 
     def prompt_played(self) -> bool:
         return self.voiced > 10 and time.monotonic() - self.last_voiced > PROMPT_ENDED_S
@@ -174,15 +152,7 @@ class CallerMedia:
 
 @pytest.fixture
 def caller_media() -> Iterator[CallerMedia]:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    sock.bind(("127.0.0.1", 0))
-    media = CallerMedia(sock)
-    thread = threading.Thread(target=media.run, daemon=True)
-    thread.start()
-    yield media
-    media._stop.set()
-    thread.join(2)
-    sock.close()
+    yield from listening(CallerMedia)
 
 
 @pytest.fixture
@@ -199,86 +169,26 @@ def asr_jobs(
     return Queue(ASR_QUEUE, connection=redis_client)
 
 
-@dataclass
-class Caller:
-    process: subprocess.Popen[bytes]
-    speaker: threading.Thread
-    log: Path
-
-    def finish(self) -> int:
-        try:
-            self.process.wait(DEADLINE_S * 2)
-        finally:
-            if self.process.poll() is None:
-                self.process.kill()
-                self.process.wait()
-            self.speaker.join(DEADLINE_S)
-        return int(self.process.returncode)
-
-
 def call(
     worker: Worker,
     media: CallerMedia,
     tmp_path: Path,
     audio: bytes,
     keys: tuple[Key, ...] = (),
-) -> Caller:
+) -> SpeakingCaller:
     """sipp calls, waits for Kokan's BYE; the caller says `audio` once the prompt has played."""
-    port_file = tmp_path / "kokan-rtp-port"
-    voice = fill((SCENARIOS / "caller_voice.xml").read_text(), port_file=port_file)
-    scenario = tmp_path / "speech-caller.xml"
-    text = (SCENARIOS / "kokan_hangs_up.xml").read_text(encoding="utf-8")
-    scenario.write_text(fill(text, keys=voice + _keys_xml(keys)), encoding="utf-8")
-    command = [
-        _require_sipp(),
-        f"127.0.0.1:{worker.port}",
-        "-sf",
-        str(scenario),
-        "-m",
-        "1",
-        "-i",
-        "127.0.0.1",
-        "-p",
-        str(free_port()),
-        "-mi",
-        "127.0.0.1",
-        "-mp",
-        str(free_rtp_base()),
-        "-s",
-        "kokan",
-        "-timeout",
-        "30s",
-        "-timeout_error",
-        "-nostdin",
-        "-trace_err",
-        "-error_file",
-        str(tmp_path / "sipp-speech-errors.log"),
-        "-key",
-        "caller",
-        CALLER,
-        "-key",
-        "rtp_sink",
-        str(media.port),
-    ]
-    log = tmp_path / "sipp-speech.out"
-    with open(log, "wb") as out:
-        process = subprocess.Popen(command, cwd=tmp_path, stdout=out, stderr=subprocess.STDOUT)
-
-    def talk() -> None:
-        deadline = time.monotonic() + DEADLINE_S
-        while not (port_file.is_file() and port_file.read_text().strip()):
-            if process.poll() is not None or time.monotonic() > deadline:
-                return
-            time.sleep(POLL_S)
-        media.speak(int(port_file.read_text()), audio, until=lambda: process.poll() is not None)
-
-    speaker = threading.Thread(target=talk, daemon=True)
-    speaker.start()
-    return Caller(process, speaker, log)
+    return start_speaking_caller(
+        worker.port,
+        media,
+        tmp_path,
+        lambda port, gone: media.speak(port, audio, until=gone),
+        keys=keys,
+        name="speech",
+    )
 
 
 def recognise_when_asked(
-    queue: Queue, redis_client: redis.Redis, caller: Caller, worker: Worker
+    queue: Queue, redis_client: redis.Redis, caller: SpeakingCaller, worker: Worker
 ) -> None:
     """The `asr` worker: a real rq worker run once the media worker has enqueued the job."""
     wait_for(lambda: queue.count or caller.process.poll() is not None, "the recognition job")
@@ -287,17 +197,22 @@ def recognise_when_asked(
 
 
 def final_state(
-    database: Database, redis_client: redis.Redis, caller: Caller, worker: Worker
+    database: Database, redis_client: redis.Redis, caller: SpeakingCaller, worker: Worker
 ) -> CallState:
-    assert caller.finish() == 0, caller.log.read_text(errors="replace") + worker.output()
-    call_record = the_call(database, redis_client)
-    state = CallStore(redis_client, "sip").load(call_record.provider_call_id)
-    assert state is not None
+    done = caller.finish(DEADLINE_S * 2)
+    assert done.returncode == 0, caller.log.read_text(errors="replace") + worker.output()
+    call_record, state = ivr_state(database, redis_client)
     wait_for(lambda: no_lock(redis_client, call_record.provider_call_id), "the call's lock freed")
     return state
 
 
-def test_a_phrase_said_by_the_caller_takes_its_branch(
+Answer = Callable[..., tuple[CallState, Worker]]
+"""`answer(audio, keys=(), recognised=False)`: the caller's answer to FLOW's question and how
+the call ended (its last state, the worker that held it)."""
+
+
+@pytest.fixture
+def answer(
     start_worker: Callable[..., Worker],  # noqa: F811 - the fixture imported above
     sip_settings: Settings,  # noqa: F811
     database: Database,
@@ -305,75 +220,58 @@ def test_a_phrase_said_by_the_caller_takes_its_branch(
     caller_media: CallerMedia,
     asr_jobs: Queue,
     tmp_path: Path,
+) -> Answer:
+    """FLOW published, a worker started, and a caller saying `audio` (and pressing `keys`)
+    after the prompt; `recognised`: the `asr` worker runs the job the media worker asks for."""
+
+    def call_and_answer(
+        audio: bytes, keys: tuple[Key, ...] = (), *, recognised: bool = False
+    ) -> tuple[CallState, Worker]:
+        publish_flow(database, sip_settings, FLOW)
+        worker = start_worker()
+        caller = call(worker, caller_media, tmp_path, audio, keys)
+        if recognised:
+            recognise_when_asked(asr_jobs, redis_client, caller, worker)
+        return final_state(database, redis_client, caller, worker), worker
+
+    return call_and_answer
+
+
+def test_a_phrase_said_by_the_caller_takes_its_branch(
+    answer: Answer,
+    sip_settings: Settings,  # noqa: F811
+    tmp_path: Path,
 ) -> None:
-    publish_flow(database, sip_settings, FLOW)
-    worker = start_worker()
     # one-word phrases: measured over A-law with every alignment of the first packet, each
     # comes out at confidence 1.0, where a two-word phrase's second word sometimes does not
     words = alaw_of(spoken(tmp_path, "상담원", "agent"))
-    caller = call(worker, caller_media, tmp_path, words)
-    recognise_when_asked(asr_jobs, redis_client, caller, worker)
-
-    state = final_state(database, redis_client, caller, worker)
+    state, worker = answer(words, recognised=True)
     assert state.path == ["ask", "route", "agent"], worker.output()
     assert state.variables["choice"] == "상담원"
     assert not list((sip_settings.data_dir / "sip-speech").glob("*.wav")), "utterance kept"
 
 
-def test_other_words_are_no_match_and_take_the_failure_path(
-    start_worker: Callable[..., Worker],  # noqa: F811
-    sip_settings: Settings,  # noqa: F811
-    database: Database,
-    redis_client: redis.Redis,
-    caller_media: CallerMedia,
-    asr_jobs: Queue,
-    tmp_path: Path,
-) -> None:
-    publish_flow(database, sip_settings, FLOW)
-    worker = start_worker()
+def test_other_words_are_no_match_and_take_the_failure_path(answer: Answer, tmp_path: Path) -> None:
     words = alaw_of(spoken(tmp_path, "오늘 날씨가 좋네요 정말로", "other"))
-    caller = call(worker, caller_media, tmp_path, words)
-    recognise_when_asked(asr_jobs, redis_client, caller, worker)
-
-    state = final_state(database, redis_client, caller, worker)
+    state, worker = answer(words, recognised=True)
     assert state.path == ["ask", "sorry"], worker.output()
     assert "choice" not in state.variables
 
 
 def test_a_silent_caller_times_out_without_asking_for_recognition(
-    start_worker: Callable[..., Worker],  # noqa: F811
-    sip_settings: Settings,  # noqa: F811
-    database: Database,
-    redis_client: redis.Redis,
-    caller_media: CallerMedia,
-    asr_jobs: Queue,
-    tmp_path: Path,
+    answer: Answer, asr_jobs: Queue
 ) -> None:
-    publish_flow(database, sip_settings, FLOW)
-    worker = start_worker()
-    caller = call(worker, caller_media, tmp_path, b"")
-
-    state = final_state(database, redis_client, caller, worker)
+    state, worker = answer(b"")
     assert state.path == ["ask", "sorry"], worker.output()
     assert asr_jobs.count == 0
 
 
 def test_a_key_pressed_while_speaking_stops_the_capture_and_wins(
-    start_worker: Callable[..., Worker],  # noqa: F811
-    sip_settings: Settings,  # noqa: F811
-    database: Database,
-    redis_client: redis.Redis,
-    caller_media: CallerMedia,
-    asr_jobs: Queue,
-    tmp_path: Path,
+    answer: Answer, asr_jobs: Queue, tmp_path: Path
 ) -> None:
-    publish_flow(database, sip_settings, FLOW)
-    worker = start_worker()
     talking = alaw_of(spoken(tmp_path, "환불 환불 환불 환불 환불 환불 환불 환불", "long"))
     # the key as SIP INFO while the caller is still talking (the prompt lasts about 1 s)
-    caller = call(worker, caller_media, tmp_path, talking, (Key("2", 3000, info=True),))
-
-    state = final_state(database, redis_client, caller, worker)
+    state, worker = answer(talking, (Key("2", 3000, info=True),))
     assert state.path == ["ask", "route", "keyed"], worker.output()
     assert state.variables["choice"] == "2"
     assert asr_jobs.count == 0
