@@ -21,6 +21,7 @@ import gc
 import signal
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -81,6 +82,42 @@ class BareAccount(pj.Account):  # type: ignore[misc]  # pjsua2 ships no types
         call.answer(op)
 
 
+def start_endpoint(
+    endpoint: pj.Endpoint,
+    host: str,
+    port: int,
+    codecs: Sequence[str],
+    transports: Sequence[int] = (pj.PJSIP_TRANSPORT_UDP,),
+) -> None:
+    """Create, initialise and start `endpoint` as Kokan's is set up (ivr/sip_adapter): null
+    sound device, threadCnt = 0, 8 kHz mono bridge, SIP bound to and published as
+    host:port, only `codecs` enabled, in their order. Shared with the tests' SIP caller."""
+    endpoint.libCreate()
+    config = pj.EpConfig()
+    config.uaConfig.threadCnt = 0
+    config.uaConfig.mainThreadOnly = False
+    config.uaConfig.maxCalls = MAX_CALLS
+    config.medConfig.clockRate = 8000
+    config.medConfig.sndClockRate = 8000
+    config.medConfig.channelCount = 1
+    config.logConfig.level = 1
+    config.logConfig.consoleLevel = 1
+    endpoint.libInit(config)
+    endpoint.audDevManager().setNullDev()
+    for kind in transports:
+        transport = pj.TransportConfig()
+        transport.port = port
+        transport.boundAddress = host
+        transport.publicAddress = host
+        endpoint.transportCreate(kind, transport)
+    endpoint.libStart()
+    wanted = [name.lower() for name in codecs]
+    for codec in endpoint.codecEnum2():
+        name = str(codec.codecId)
+        rank = next((i for i, w in enumerate(wanted) if name.lower().startswith(w)), None)
+        endpoint.codecSetPriority(name, 0 if rank is None else CODEC_TOP_PRIORITY - rank)
+
+
 class BareEndpoint:
     def __init__(self, host: str, port: int, rtp_port: int, prompt: Path, music: Path) -> None:
         self.host, self.port, self.rtp_port = host, port, rtp_port
@@ -91,31 +128,13 @@ class BareEndpoint:
         self.account: BareAccount | None = None
 
     def start(self) -> None:
-        endpoint = self.endpoint
-        endpoint.libCreate()
-        config = pj.EpConfig()
-        config.uaConfig.threadCnt = 0
-        config.uaConfig.mainThreadOnly = False
-        config.uaConfig.maxCalls = MAX_CALLS
-        config.medConfig.clockRate = 8000
-        config.medConfig.sndClockRate = 8000
-        config.medConfig.channelCount = 1
-        config.logConfig.level = 1
-        config.logConfig.consoleLevel = 1
-        endpoint.libInit(config)
-        endpoint.audDevManager().setNullDev()
-        for kind in (pj.PJSIP_TRANSPORT_UDP, pj.PJSIP_TRANSPORT_TCP):
-            transport = pj.TransportConfig()
-            transport.port = self.port
-            transport.boundAddress = self.host
-            transport.publicAddress = self.host
-            endpoint.transportCreate(kind, transport)
-        endpoint.libStart()
-        wanted = [name.lower() for name in CODECS]
-        for codec in endpoint.codecEnum2():
-            name = str(codec.codecId)
-            rank = next((i for i, w in enumerate(wanted) if name.lower().startswith(w)), None)
-            endpoint.codecSetPriority(name, 0 if rank is None else CODEC_TOP_PRIORITY - rank)
+        start_endpoint(
+            self.endpoint,
+            self.host,
+            self.port,
+            CODECS,
+            transports=(pj.PJSIP_TRANSPORT_UDP, pj.PJSIP_TRANSPORT_TCP),
+        )
         account_config = pj.AccountConfig()
         account_config.idUri = f"sip:bare@{self.host}:{self.port}"
         media = account_config.mediaConfig.transportConfig

@@ -36,13 +36,13 @@ from typing import Any
 
 import pjsua2 as pj
 
+from bench.bare_pjsua import MAX_CALLS, start_endpoint
+
 POLL_MS = 10
 """One libHandleEvents wait: commands from stdin are taken between two."""
 SHUTDOWN_PUMP_S = 3.0
 """A BYE and its 200 on 127.0.0.1 take milliseconds; past this the call is dropped."""
-MAX_CALLS = 4
 CODECS = ("PCMA/8000", "PCMU/8000")
-CODEC_PRIORITY = 254
 
 
 EVENTS = sys.stdout
@@ -98,28 +98,7 @@ class Caller:
         self.spoken: queue.SimpleQueue[str] = queue.SimpleQueue()
 
     def start(self) -> None:
-        self.endpoint.libCreate()
-        config = pj.EpConfig()
-        config.uaConfig.threadCnt = 0
-        config.uaConfig.mainThreadOnly = False
-        config.uaConfig.maxCalls = MAX_CALLS
-        config.medConfig.clockRate = 8000
-        config.medConfig.sndClockRate = 8000
-        config.medConfig.channelCount = 1
-        config.logConfig.level = 1
-        config.logConfig.consoleLevel = 1
-        self.endpoint.libInit(config)
-        self.endpoint.audDevManager().setNullDev()
-        transport = pj.TransportConfig()
-        transport.port = self.port
-        transport.boundAddress = "127.0.0.1"
-        transport.publicAddress = "127.0.0.1"
-        self.endpoint.transportCreate(pj.PJSIP_TRANSPORT_UDP, transport)
-        self.endpoint.libStart()
-        for codec in self.endpoint.codecEnum2():
-            name = str(codec.codecId)
-            rank = next((i for i, c in enumerate(CODECS) if name.startswith(c)), None)
-            self.endpoint.codecSetPriority(name, 0 if rank is None else CODEC_PRIORITY - rank)
+        start_endpoint(self.endpoint, "127.0.0.1", self.port, CODECS)
 
     def account(self, number: str) -> pj.Account:
         if number not in self.accounts:
