@@ -878,6 +878,13 @@ class Driver:
         session.agent_legs.add(leg)
         log.info("ringing agent %s at %s for up to %s s", agent_id, uri, ring_s)
 
+    def _connect(self, session: Session, leg: AgentLeg) -> None:
+        """`leg` (an agent, or a transfer's target) answered: the caller now talks to it."""
+        leg.answered = leg.settled = True
+        leg.deadline = None
+        session.agent_leg = leg.leg
+        session.phase = Phase.CONNECTED
+
     def _agent_answered(self, agent: AgentLeg) -> None:
         session = self.sessions.get(agent.caller_leg)
         if agent.settled or session is None or not _waiting(session):
@@ -890,10 +897,7 @@ class Driver:
             log.info("agent %s picked up too late: %s", agent.agent_id, exc.message)
             self._drop_agent(agent.leg)
             return
-        agent.answered = agent.settled = True
-        agent.deadline = None
-        session.agent_leg = agent.leg
-        session.phase = Phase.CONNECTED
+        self._connect(session, agent)
         session.extra.pop("loop", None)
         session.pending = ()  # the hold prompt not played yet (the caller's media not up)
         for other in list(session.agent_legs - {agent.leg}):
@@ -1270,10 +1274,7 @@ class Driver:
             log.info("the transfer's target %s picked up after the caller left", target.agent_id)
             self._drop_agent(target.leg)
             return
-        target.answered = target.settled = True
-        target.deadline = None
-        session.agent_leg = target.leg
-        session.phase = Phase.CONNECTED
+        self._connect(session, target)
         self.media.stop_audio(session.leg)
         log.info("the transfer's target %s answered", target.agent_id)
         self._transfer_settled(session, None)

@@ -5,6 +5,9 @@ beating is ended instead of rung; inboxes, claims and heartbeats expire."""
 from __future__ import annotations
 
 import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
 
 import redis
 from twilio.rest import Client
@@ -156,3 +159,40 @@ def test_the_inbox_reader_hands_messages_to_the_loop_in_order_and_stops(
     finally:
         reader.stop()
     assert not reader._thread.is_alive()
+
+
+HOLDING_WORKER = "test-worker-1"
+
+
+@dataclass
+class HeldCall:
+    """A call in the ACD that a live SIP worker holds, as the API sees it."""
+
+    service: AcdService
+    call_id: str
+    worker: str
+    handoff: SipHandoff
+
+
+def hold_sip_call(
+    service: AcdService, redis_client: redis.Redis, id_prefix: str, *, answer_by: str | None
+) -> HeldCall:
+    """A caller queued in `billing` whose call HOLDING_WORKER holds (its claim and heartbeat
+    as a worker writes them), answered by `answer_by` unless None."""
+    call_id = f"{id_prefix}-{uuid.uuid4().hex[:12]}@127.0.0.1"
+    handoff = SipHandoff(redis_client, service.keys.prefix)
+    handoff.claim(call_id, HOLDING_WORKER)
+    handoff.beat(HOLDING_WORKER)
+    service.join(call_id, "billing", caller="+819012345678")
+    if answer_by is not None:
+        (offer,) = service.set_status(answer_by, "available")
+        assert offer.call_id == call_id
+        service.answer(call_id, answer_by)
+    return HeldCall(service, call_id, HOLDING_WORKER, handoff)
+
+
+def error_id_of(answer: Any, status: int) -> str:
+    """The API answer's error_id, once its status is the one expected."""
+    assert answer.status_code == status, answer.get_json()
+    error_id: str = answer.get_json()["error_id"]
+    return error_id

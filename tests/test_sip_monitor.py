@@ -14,7 +14,6 @@ import wave
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
 import redis
@@ -24,7 +23,7 @@ from flask.testing import FlaskClient
 from acd.errors import UnknownCall
 from acd.monitor import LIVE_TTL_S, MonitorRequest, Monitors
 from acd.services import AcdService
-from acd.sip_handoff import MONITOR, SipHandoff
+from acd.sip_handoff import MONITOR
 from admin.openapi_http import OPENAPI_PATH
 from ivr.sip_pool import PoolMember, PoolRegistry
 from kokan.config import AgentSettings, QueueSettings
@@ -46,6 +45,7 @@ from tests.test_sip_bridge import (
     tone_share,
 )
 from tests.test_sip_calls import the_call, wait_for
+from tests.test_sip_handoff import HeldCall, error_id_of, hold_sip_call
 
 __all__ = ["baresip_agents", "caller_ear", "start_floor"]  # fixtures, used by name
 
@@ -72,18 +72,10 @@ WAV_BYTES_PER_S = 8000 * 2
 # ---- the API ---------------------------------------------------------------------------
 
 
-@dataclass
-class Bridged:
-    service: AcdService
-    call_id: str
-    worker: str
-    handoff: SipHandoff
-
-
 @pytest.fixture
-def bridged(redis_client: redis.Redis) -> Bridged:
-    """A call answered by agent aoi and held by a live SIP worker (its claim and heartbeat
-    as the worker writes them); `sue` is a supervisor who is also an agent with a phone."""
+def bridged(redis_client: redis.Redis) -> HeldCall:
+    """A call answered by agent aoi and held by a live SIP worker; `sue` is a supervisor
+    who is also an agent with a phone."""
     service = AcdService(redis_client)
     service.configure(
         {"billing": QueueSettings()},
@@ -92,30 +84,15 @@ def bridged(redis_client: redis.Redis) -> Bridged:
             "sue": AgentSettings(sip_uri="sip:sue@127.0.0.1:5092"),
         },
     )
-    call_id = f"mon-{uuid.uuid4().hex[:12]}@127.0.0.1"
-    handoff = SipHandoff(redis_client, service.keys.prefix)
-    worker = "test-worker-1"
-    handoff.claim(call_id, worker)
-    handoff.beat(worker)
-    service.join(call_id, "billing", caller="+819012345678")
-    (offer,) = service.set_status("aoi", "available")
-    assert offer.call_id == call_id
-    service.answer(call_id, "aoi")
-    return Bridged(service, call_id, worker, handoff)
-
-
-def _error(answer: Any, status: int) -> str:
-    assert answer.status_code == status, answer.get_json()
-    error_id: str = answer.get_json()["error_id"]
-    return error_id
+    return hold_sip_call(service, redis_client, "mon", answer_by="aoi")
 
 
 def test_a_supervisor_starts_changes_and_stops_a_monitor_through_the_workers_inbox(
-    client: FlaskClient, database: Database, bridged: Bridged
+    client: FlaskClient, database: Database, bridged: HeldCall
 ) -> None:
     tokens = Tokens(database)
     path = f"/api/acd/calls/{bridged.call_id}/monitor"
-    assert _error(client.get(path, headers=tokens["sue"]), 404) == "acd-no-monitor"
+    assert error_id_of(client.get(path, headers=tokens["sue"]), 404) == "acd-no-monitor"
 
     started = client.post(path, json={"mode": "listen"}, headers=tokens["sue"])
     assert started.status_code == 202, started.get_json()
@@ -137,7 +114,7 @@ def test_a_supervisor_starts_changes_and_stops_a_monitor_through_the_workers_inb
     other = client.post(
         path, json={"mode": "barge", "uri": "sip:boss@127.0.0.1:5093"}, headers=tokens["root"]
     )
-    assert _error(other, 409) == "acd-monitor-busy"
+    assert error_id_of(other, 409) == "acd-monitor-busy"
     assert bridged.handoff.take(bridged.worker) == []
     whisper = client.post(path, json={"mode": "whisper"}, headers=tokens["root"])
     assert whisper.status_code == 202, whisper.get_json()
@@ -168,13 +145,13 @@ def test_a_supervisor_starts_changes_and_stops_a_monitor_through_the_workers_inb
 
 
 def test_bad_monitor_requests_are_refused_clearly_and_send_nothing(
-    client: FlaskClient, database: Database, bridged: Bridged, redis_client: redis.Redis
+    client: FlaskClient, database: Database, bridged: HeldCall, redis_client: redis.Redis
 ) -> None:
     tokens = Tokens(database)
     path = f"/api/acd/calls/{bridged.call_id}/monitor"
-    assert _error(client.post(path, json={"mode": "listen"}), 401) == "authentication-required"
+    assert error_id_of(client.post(path, json={"mode": "listen"}), 401) == "authentication-required"
     agent = client.post(path, json={"mode": "listen"}, headers=tokens["aiko"])
-    assert _error(agent, 403) == "role-forbidden"
+    assert error_id_of(agent, 403) == "role-forbidden"
     for body in (
         {"mode": "spy"},
         {},
@@ -184,18 +161,18 @@ def test_bad_monitor_requests_are_refused_clearly_and_send_nothing(
         {"mode": "listen", "volume": 3},
     ):
         answer = client.post(path, json=body, headers=tokens["sue"])
-        assert _error(answer, 400) == "acd-invalid-input", body
+        assert error_id_of(answer, 400) == "acd-invalid-input", body
     assert (
         "mode"
         in client.post(path, json={"mode": "spy"}, headers=tokens["sue"]).get_json()["message"]
     )
     # root is no agent: without a uri there is no phone to ring
     no_uri = client.post(path, json={"mode": "listen"}, headers=tokens["root"])
-    assert _error(no_uri, 400) == "acd-monitor-no-uri"
+    assert error_id_of(no_uri, 400) == "acd-monitor-no-uri"
     unknown = client.post(
         "/api/acd/calls/CA-nope/monitor", json={"mode": "listen"}, headers=tokens["sue"]
     )
-    assert _error(unknown, 404) == "acd-unknown-call"
+    assert error_id_of(unknown, 404) == "acd-unknown-call"
     assert bridged.handoff.take(bridged.worker) == []
 
     # the worker's last report says it is full: refused before ringing anyone
@@ -203,13 +180,13 @@ def test_bad_monitor_requests_are_refused_clearly_and_send_nothing(
         PoolMember(bridged.worker, "127.0.0.1", 5060, capacity=4, live_calls=4, pid=1)
     )
     full = client.post(path, json={"mode": "listen"}, headers=tokens["sue"])
-    assert _error(full, 409) == "acd-monitor-no-slot"
+    assert error_id_of(full, 409) == "acd-monitor-no-slot"
     PoolRegistry(redis_client).forget(bridged.worker)
 
     # a worker gone (no heartbeat) holds no call to listen to
     redis_client.delete(bridged.service.keys.prefix + f"sip:alive:{bridged.worker}")
     gone = client.post(path, json={"mode": "listen"}, headers=tokens["sue"])
-    assert _error(gone, 409) == "acd-call-not-sip-bridged"
+    assert error_id_of(gone, 409) == "acd-call-not-sip-bridged"
     assert bridged.handoff.take(bridged.worker) == []
 
 
@@ -226,7 +203,7 @@ def test_only_calls_talking_to_an_agent_over_sip_can_be_monitored(
         json={"mode": "listen", "uri": "sip:boss@127.0.0.1"},
         headers=tokens["sue"],
     )
-    assert _error(answer, 409) == "acd-call-not-sip-bridged"
+    assert error_id_of(answer, 409) == "acd-call-not-sip-bridged"
     # a Twilio call talking to its agent has no SIP worker
     (offer,) = service.set_status("ken", "available")
     service.answer(offer.call_id, "ken")
@@ -235,14 +212,14 @@ def test_only_calls_talking_to_an_agent_over_sip_can_be_monitored(
         json={"mode": "listen", "uri": "sip:boss@127.0.0.1"},
         headers=tokens["sue"],
     )
-    assert _error(twilio, 409) == "acd-call-not-sip-bridged"
+    assert error_id_of(twilio, 409) == "acd-call-not-sip-bridged"
     service.hangup(waiting)
     ended = client.post(
         f"/api/acd/calls/{waiting}/monitor",
         json={"mode": "listen", "uri": "sip:boss@127.0.0.1"},
         headers=tokens["sue"],
     )
-    assert _error(ended, 409) == "acd-call-ended"
+    assert error_id_of(ended, 409) == "acd-call-ended"
     with pytest.raises(UnknownCall):
         service.call("CA-never")
 

@@ -11,10 +11,8 @@ recording pipeline holds both voices throughout and is shorter than the call by 
 from __future__ import annotations
 
 import time
-import uuid
 import wave
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -23,7 +21,7 @@ from flask.testing import FlaskClient
 from sqlalchemy import select
 
 from acd.services import AcdService
-from acd.sip_handoff import RECORD, SipHandoff
+from acd.sip_handoff import RECORD
 from kokan.config import AgentSettings, QueueSettings
 from kokan.db import Database
 from recording import sip_live
@@ -45,6 +43,7 @@ from tests.test_sip_bridge import (
     tone_share,
 )
 from tests.test_sip_calls import the_call, wait_for
+from tests.test_sip_handoff import HeldCall, error_id_of, hold_sip_call
 
 __all__ = ["agent_floor", "baresip_agents", "bridged_call", "caller_ear", "start_floor"]
 
@@ -64,60 +63,35 @@ GAP_FRAMES = 15
 # ---- the API ---------------------------------------------------------------------------
 
 
-@dataclass
-class SipCall:
-    service: AcdService
-    call_id: str
-    worker: str
-    handoff: SipHandoff
-
-
 @pytest.fixture
-def sip_call(redis_client: redis.Redis) -> Callable[..., SipCall]:
+def sip_call(redis_client: redis.Redis) -> Callable[..., HeldCall]:
     """`sip_call(record=..., agent=...)`: a call answered by the agent (aiko: the agent
-    user of that name) and held by a live SIP worker: its claim and heartbeat as the
-    worker writes them."""
+    user of that name) and held by a live SIP worker."""
 
-    def make(record: str = "on_demand", answer: bool = True, agent: str = "aiko") -> SipCall:
+    def make(record: str = "on_demand", answer: bool = True, agent: str = "aiko") -> HeldCall:
         service = AcdService(redis_client)
         service.configure(
             {"billing": QueueSettings(record=record)},  # type: ignore[arg-type]
             {agent: AgentSettings(queues=["billing"], sip_uri=f"sip:{agent}@127.0.0.1:5091")},
         )
-        call_id = f"rec-{uuid.uuid4().hex[:12]}@127.0.0.1"
-        handoff = SipHandoff(redis_client, service.keys.prefix)
-        worker = "test-worker-1"
-        handoff.claim(call_id, worker)
-        handoff.beat(worker)
-        service.join(call_id, "billing", caller="+819012345678")
-        if answer:
-            (offer,) = service.set_status(agent, "available")
-            assert offer.call_id == call_id
-            service.answer(call_id, agent)
-        return SipCall(service, call_id, worker, handoff)
+        return hold_sip_call(service, redis_client, "rec", answer_by=agent if answer else None)
 
     return make
 
 
-def _error(answer: Any, status: int) -> str:
-    assert answer.status_code == status, answer.get_json()
-    error_id: str = answer.get_json()["error_id"]
-    return error_id
-
-
 def test_ids_that_are_no_call_id_are_refused_clearly(
-    client: FlaskClient, database: Database, sip_call: Callable[..., SipCall]
+    client: FlaskClient, database: Database, sip_call: Callable[..., HeldCall]
 ) -> None:
     tokens = Tokens(database)
     call = sip_call()
     for bad in ("x" * 49, "-starts-with-a-dash", "a b", "nul%00byte", "caf\u00e9@host", "a;b"):
         answer = client.post(LIVE.format(call=bad, action="start"), headers=tokens["sue"])
-        assert _error(answer, 404) == "recording-live-call-not-found", bad
+        assert error_id_of(answer, 404) == "recording-live-call-not-found", bad
         assert "not a call id" in answer.get_json()["message"], bad
     unknown = client.post(
         LIVE.format(call="nobody@127.0.0.1", action="start"), headers=tokens["sue"]
     )
-    assert _error(unknown, 404) == "recording-live-call-not-found"
+    assert error_id_of(unknown, 404) == "recording-live-call-not-found"
     assert "no call nobody@127.0.0.1" in unknown.get_json()["message"]
     assert client.post(LIVE.format(call=call.call_id, action="stop")).status_code == 404
     assert call.handoff.take(call.worker) == []
@@ -126,20 +100,20 @@ def test_ids_that_are_no_call_id_are_refused_clearly(
 def test_only_the_agent_on_the_sip_call_or_a_supervisor_may_control_it(
     client: FlaskClient,
     database: Database,
-    sip_call: Callable[..., SipCall],
+    sip_call: Callable[..., HeldCall],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     tokens = Tokens(database)
     call = sip_call()
     path = LIVE.format(call=call.call_id, action="start")
-    assert _error(client.post(path), 401) == "authentication-required"
-    assert _error(client.post(path, headers=tokens["ben"]), 403) == "recording-forbidden"
+    assert error_id_of(client.post(path), 401) == "authentication-required"
+    assert error_id_of(client.post(path, headers=tokens["ben"]), 403) == "recording-forbidden"
     assert call.handoff.take(call.worker) == []
 
     # a start whose worker does not act in time is a clear failure, not a hang
     monkeypatch.setattr(sip_live, "CONTROL_WAIT_S", 0.3)
     late = client.post(path, headers=tokens["aiko"])
-    assert _error(late, 502) == "recording-control-failed"
+    assert error_id_of(late, 502) == "recording-control-failed"
     assert "did not start the recording" in late.get_json()["message"]
     (message,) = call.handoff.take(call.worker)
     assert (message.kind, message.call_id, message.action) == (RECORD, call.call_id, "start")
@@ -164,27 +138,27 @@ def test_only_the_agent_on_the_sip_call_or_a_supervisor_may_control_it(
 def test_a_sip_call_that_is_never_recorded_or_not_bridged_is_refused(
     client: FlaskClient,
     database: Database,
-    sip_call: Callable[..., SipCall],
+    sip_call: Callable[..., HeldCall],
     redis_client: redis.Redis,
 ) -> None:
     tokens = Tokens(database)
     never = sip_call(record="never")
     start = LIVE.format(call=never.call_id, action="start")
-    assert _error(client.post(start, headers=tokens["sue"]), 409) == "recording-not-allowed"
+    assert error_id_of(client.post(start, headers=tokens["sue"]), 409) == "recording-not-allowed"
     pause = LIVE.format(call=never.call_id, action="pause")
-    assert _error(client.post(pause, headers=tokens["sue"]), 409) == "recording-not-live"
+    assert error_id_of(client.post(pause, headers=tokens["sue"]), 409) == "recording-not-live"
     assert never.handoff.take(never.worker) == []
 
     gone = sip_call(agent="kai")
     redis_client.delete(gone.service.keys.prefix + f"sip:alive:{gone.worker}")
     answer = client.post(LIVE.format(call=gone.call_id, action="start"), headers=tokens["sue"])
-    assert _error(answer, 409) == "recording-call-not-bridged"
+    assert error_id_of(answer, 409) == "recording-call-not-bridged"
     assert "worker" in answer.get_json()["message"]
     assert gone.handoff.take(gone.worker) == []
 
     waiting = sip_call(answer=False)
     answer = client.post(LIVE.format(call=waiting.call_id, action="start"), headers=tokens["sue"])
-    assert _error(answer, 409) == "recording-call-not-bridged"
+    assert error_id_of(answer, 409) == "recording-call-not-bridged"
     assert "waiting" in answer.get_json()["message"]
 
 
@@ -290,5 +264,5 @@ def test_the_api_starts_pauses_and_resumes_a_bridged_sip_calls_recording(
 
     # the call is over: nothing more to control
     over = client.post(LIVE.format(call=call_id, action="resume"), headers=tokens["sue"])
-    assert _error(over, 409) == "recording-call-not-bridged"
+    assert error_id_of(over, 409) == "recording-call-not-bridged"
     assert "Traceback" not in floor.output(), floor.output()
