@@ -15,6 +15,7 @@ from redis.commands.core import Script
 from acd.errors import UnknownAgent
 from acd.services import AcdService
 from kokan.errors import Conflict
+from kokan.redis_conn import redis_text
 
 USER_OF = "user-of"
 """HASH agent id -> username, for agents linked explicitly (`user:`)."""
@@ -44,10 +45,6 @@ return false
 """Link (or unlink, with an empty user) in one step, refusing a user another agent holds."""
 
 
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
-
-
 class UserTaken(Conflict):
     error_id = "acd-user-taken"
 
@@ -68,8 +65,8 @@ class AgentUsers:
         if user is None:
             return
         holder = self.service.redis.hget(self.agent_of_key, user.lower())
-        if holder is not None and _text(holder) != agent_id:
-            raise UserTaken(f"user {user!r} already acts as agent {_text(holder)!r}")
+        if holder is not None and redis_text(holder) != agent_id:
+            raise UserTaken(f"user {user!r} already acts as agent {redis_text(holder)!r}")
 
     def link(self, agent_id: str, user: str | None) -> None:
         holder = self._link(
@@ -77,7 +74,7 @@ class AgentUsers:
             args=[agent_id, user or "", (user or "").lower()],
         )
         if holder:
-            raise UserTaken(f"user {user!r} already acts as agent {_text(holder)!r}")
+            raise UserTaken(f"user {user!r} already acts as agent {redis_text(holder)!r}")
 
     def forget(self, agent_id: str) -> None:
         self.link(agent_id, None)
@@ -89,8 +86,8 @@ class AgentUsers:
         pipe.hget(self.agent_of_key, agent_id.lower())
         linked, holder = pipe.execute()
         if linked is not None:
-            return _text(linked)
-        if holder is None or _text(holder) == agent_id:
+            return redis_text(linked)
+        if holder is None or redis_text(holder) == agent_id:
             return agent_id
         return None
 
@@ -102,7 +99,7 @@ class AgentUsers:
         pipe.sismember(self.service.keys.agents, username)
         linked, own_link, exists = pipe.execute()
         if linked is not None:
-            return _text(linked)
-        if exists and (own_link is None or _text(own_link).lower() == username.lower()):
+            return redis_text(linked)
+        if exists and (own_link is None or redis_text(own_link).lower() == username.lower()):
             return username
         raise NoAgentForUser(f"user {username!r} is not an ACD agent")

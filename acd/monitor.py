@@ -27,6 +27,7 @@ from acd.services import AcdService
 from acd.sip_handoff import SipHandoff
 from ivr.sip_pool import POOL_KEY, PoolMember
 from kokan.errors import Conflict, InvalidInput, NotFound
+from kokan.redis_conn import redis_text
 
 MONITOR_KEY = "sip:monitor:{call}"
 """After the ACD's prefix: HASH, the supervisor monitor of one call (request and outcome)."""
@@ -157,10 +158,6 @@ return {'new', uri}
 mode, by, now ms, ttl); one step, so two requests never make two supervisor legs."""
 
 
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
-
-
 def _now_ms() -> int:
     return int(time.time() * 1000)
 
@@ -200,7 +197,7 @@ class Monitors:
                 "supervisor's leg; try again when one of its calls ends"
             )
         outcome, uri = (
-            _text(part)
+            redis_text(part)
             for part in self._request(
                 keys=[self.key(call_id)],
                 args=[
@@ -257,7 +254,7 @@ class Monitors:
         raw = self.redis.hgetall(self.key(call_id))
         if not raw:
             raise NoMonitor(f"call {call_id!r} has no supervisor monitor")
-        m = {_text(k): _text(v) for k, v in raw.items()}
+        m = {redis_text(k): redis_text(v) for k, v in raw.items()}
         return MonitorView(
             call_id=call_id,
             status=m.get("status", ""),

@@ -18,6 +18,7 @@ from acd.schemas import NAME_PATTERN
 from acd.services import AcdService
 from kokan.config import Settings
 from kokan.errors import Conflict
+from kokan.redis_conn import redis_text
 
 DESCRIPTION_MAX_CHARS = 200
 """A label for the admin's lists ("Billing questions, 請求"), not documentation."""
@@ -37,13 +38,9 @@ class SkillInFile(Conflict):
     error_id = "acd-skill-in-config-file"
 
 
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
-
-
 def catalog(service: AcdService, settings: Settings) -> dict[str, str | None]:
     stored = {
-        _text(name): _text(description) or None
+        redis_text(name): redis_text(description) or None
         for name, description in service.redis.hgetall(service.keys.skills).items()
     }
     return dict(sorted({**stored, **settings.skills}.items()))

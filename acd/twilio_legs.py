@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 import redis
 
+from kokan.redis_conn import redis_text
+
 CALL_KEY = "kokan:twilio:acd:{{{call}}}"
 """HASH per queued call: caller, called, language, and leg:<agent> -> agent leg CallSid.
 The call id in braces is the hash tag, as for the IVR's state keys."""
@@ -31,12 +33,6 @@ class QueuedCall:
     language: str
 
 
-def _text(value: bytes | str | None) -> str:
-    if isinstance(value, bytes):
-        return value.decode()
-    return value or ""
-
-
 class TwilioLegs:
     def __init__(self, client: redis.Redis) -> None:
         self.redis = client
@@ -52,7 +48,7 @@ class TwilioLegs:
         raw = self.redis.hmget(CALL_KEY.format(call=call_id), ["caller", "called", "language"])
         if raw[0] is None and raw[1] is None:
             return None
-        caller, called, language = (_text(value) for value in raw)
+        caller, called, language = (redis_text(value) for value in raw)
         return QueuedCall(caller=caller, called=called, language=language)
 
     def add_leg(self, call_id: str, agent_id: str, leg_sid: str) -> None:
@@ -66,9 +62,9 @@ class TwilioLegs:
         """Agent id -> the Twilio CallSid of the leg that rang (or rings) them."""
         raw = self.redis.hgetall(CALL_KEY.format(call=call_id))
         return {
-            _text(field)[len(LEG_PREFIX) :]: _text(value)
+            redis_text(field)[len(LEG_PREFIX) :]: redis_text(value)
             for field, value in raw.items()
-            if _text(field).startswith(LEG_PREFIX)
+            if redis_text(field).startswith(LEG_PREFIX)
         }
 
     def announcement_due(self, call_id: str, every_s: int) -> bool:

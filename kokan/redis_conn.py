@@ -23,3 +23,11 @@ def connect(url: str) -> redis.Redis:
         socket_timeout=REDIS_SOCKET_TIMEOUT_S,
         health_check_interval=REDIS_HEALTH_CHECK_INTERVAL_S,
     )
+
+
+def redis_text(value: bytes | str | None) -> str:
+    """A Redis answer as text: the client answers bytes (rq needs a bytes client), and a
+    missing field or key (None) is the empty string."""
+    if isinstance(value, bytes):
+        return value.decode()
+    return value or ""

@@ -29,6 +29,7 @@ from twilio.rest import Client
 
 from kokan.config import QueueSettings
 from kokan.errors import Conflict, KokanError
+from kokan.redis_conn import redis_text
 from kokan.twilio_rest import TwilioNotConfigured
 from recording import policy
 
@@ -75,12 +76,6 @@ def now_ms() -> int:
     return int(time.time() * 1000)
 
 
-def _text(value: bytes | str | None) -> str:
-    if isinstance(value, bytes):
-        return value.decode()
-    return value or ""
-
-
 @dataclass(frozen=True)
 class LiveRecording:
     call_id: str
@@ -110,7 +105,10 @@ def remember_flow_policy(
 
 
 def read(client: redis.Redis, call_id: str) -> LiveRecording:
-    raw = {_text(k): _text(v) for k, v in client.hgetall(LIVE_KEY.format(call=call_id)).items()}
+    raw = {
+        redis_text(k): redis_text(v)
+        for k, v in client.hgetall(LIVE_KEY.format(call=call_id)).items()
+    }
     pauses = {
         name[len(PAUSES_PREFIX) :]: json.loads(value)
         for name, value in raw.items()
@@ -216,7 +214,7 @@ class CallRecorder:
         key = self._key(call_id)
         claim = self.redis.hsetnx(key, STARTING_FIELD, str(self.clock()))
         if not claim:
-            stamp = _text(self.redis.hget(key, STARTING_FIELD))
+            stamp = redis_text(self.redis.hget(key, STARTING_FIELD))
             if stamp.isdigit() and self.clock() - int(stamp) < STARTING_TTL_MS:
                 raise RecordingNotAllowed("the recording is being started by another request")
             self.redis.hset(key, STARTING_FIELD, str(self.clock()))

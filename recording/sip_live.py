@@ -25,6 +25,7 @@ import redis
 from acd.services import AcdService
 from acd.sip_handoff import SipHandoff
 from kokan.errors import Conflict
+from kokan.redis_conn import redis_text
 from recording import policy
 from recording.live import (
     LIVE_KEY,
@@ -61,12 +62,6 @@ class SipCallNotBridged(Conflict):
     """The call is not talking to an agent on a live SIP worker (waiting, gone, ended)."""
 
     error_id = "recording-call-not-bridged"
-
-
-def _text(value: bytes | str | None) -> str:
-    if isinstance(value, bytes):
-        return value.decode()
-    return value or ""
 
 
 class SipRecordingState:
@@ -178,7 +173,7 @@ class SipRecordings:
             live = read(self.redis, call_id)
             if _done(live, action):
                 return live
-            error = _text(self.redis.hget(key, ERROR_FIELD))
+            error = redis_text(self.redis.hget(key, ERROR_FIELD))
             if error:
                 raise RecordingControlFailed(f"the SIP worker did not {action} it: {error}")
             if time.monotonic() >= deadline:
