@@ -1,9 +1,10 @@
 """Call state in Redis, so any web process can take a call's next webhook.
 
-A webhook costs two round trips: one pipeline claims the call's lock and reads the
-reply already given to this step and the state; one MULTI writes the new state, the
-reply and releases the lock. A duplicate delivery whose reply exists is answered from
-that reply at once, without waiting for the lock.
+A webhook costs two round trips: one script claims the call's lock and reads the reply
+already given to this step and the state; one writes the new state and the reply and
+releases the lock, with the turn's call events. A call's first webhook takes one. A
+duplicate delivery whose reply exists is answered from that reply at once, without waiting
+for the lock.
 """
 
 from __future__ import annotations
@@ -13,11 +14,13 @@ import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import redis
 from redis.commands.core import Script
 
 from ivr.engine import CallState
+from kokan.redis_round_trip import Command, RoundTrip
 
 CALL_STATE_TTL_S = 4 * 3600
 """No IVR leg lasts four hours; an abandoned call's state then expires by itself."""
@@ -89,6 +92,7 @@ class CallStore:
     def __init__(self, client: redis.Redis, namespace: str = "twilio") -> None:
         self.redis = client
         self.namespace = namespace
+        self._round_trip = RoundTrip(client)
         self._release = client.register_script(RELEASE_IF_OWNER)
         self._claim = client.register_script(CLAIM)
         self._save = client.register_script(SAVE_AND_RELEASE)
@@ -107,8 +111,8 @@ class CallStore:
         token = secrets.token_hex(8)
         deadline = time.monotonic() + CALL_LOCK_WAIT_S
         while True:
-            outcome, reply, raw_state = self._claim(
-                keys=[lock_key, reply_key, state_key], args=[token, CALL_LOCK_TIMEOUT_MS]
+            outcome, reply, raw_state = self._run(
+                self._claim, [lock_key, reply_key, state_key], [token, CALL_LOCK_TIMEOUT_MS]
             )
             if outcome == 0:
                 return Claim(token=None, reply=_text(reply), state=None)
@@ -121,7 +125,7 @@ class CallStore:
 
     def release(self, call_id: str, token: str) -> None:
         lock_key, _reply, _state = self._keys(call_id, START_STEP)
-        self._release(keys=[lock_key], args=[token])
+        self._run(self._release, [lock_key], [token])
 
     def save(
         self, state: CallState, step: str, reply: str, token: str, also: AlsoSend = None
@@ -130,7 +134,7 @@ class CallStore:
         commands (call events) to the same round trip."""
         lock_key, reply_key, state_key = self._keys(state.call_id, step)
         state_json = json.dumps(state.to_json(), ensure_ascii=False)
-        self._pipelined(
+        self._run(
             self._save,
             [state_key, reply_key, lock_key],
             [state_json, reply, CALL_STATE_TTL_S, token],
@@ -142,29 +146,35 @@ class CallStore:
         `also` adds commands to the same round trip (they run for duplicates too)."""
         _lock, reply_key, state_key = self._keys(state.call_id, START_STEP)
         state_json = json.dumps(state.to_json(), ensure_ascii=False)
-        earlier = self._pipelined(
+        earlier = self._run(
             self._save_first, [state_key, reply_key], [state_json, reply, CALL_STATE_TTL_S], also
         )
         return _text(earlier)
 
-    def _pipelined(
-        self, script: Script, keys: list[str], args: list[str | int], also: AlsoSend
-    ) -> object:
-        """EVALSHA plus `also` in one round trip. (redis-py's Script objects in a pipeline ask
-        SCRIPT EXISTS first on every execute: a second round trip on the hot path.)"""
+    def _run(
+        self, script: Script, keys: list[str], args: list[str | int], also: AlsoSend = None
+    ) -> Any:
+        """EVALSHA plus `also`'s commands in one round trip; the script's reply.
+
+        (redis-py's Script objects in a pipeline ask SCRIPT EXISTS first on every execute,
+        a second round trip on the hot path; a Pipeline is used here only to build `also`'s
+        commands, which kokan.redis_round_trip sends.)"""
+        commands: list[Command] = [("EVALSHA", script.sha, len(keys), *keys, *args)]
+        if also is not None:
+            collector = self.redis.pipeline(transaction=False)
+            also(collector)
+            commands += [command for command, _options in collector.command_stack]
         for attempt in (1, 2):
-            pipe = self.redis.pipeline(transaction=False)
-            pipe.evalsha(script.sha, len(keys), *keys, *args)
-            if also is not None:
-                also(pipe)
-            try:
-                return pipe.execute()[0]
-            except redis.exceptions.NoScriptError:
-                if attempt == 2:
-                    raise
+            replies = self._round_trip.send(commands)
+            refused = next((r for r in replies if isinstance(r, redis.ResponseError)), None)
+            if isinstance(replies[0], redis.exceptions.NoScriptError) and attempt == 1:
                 # Redis restarted or was flushed: load the script; `also` commands are
                 # idempotent call events, so sending them again is harmless
                 self.redis.script_load(script.script)
+                continue
+            if refused is not None:
+                raise refused
+            return replies[0]
         raise AssertionError("unreachable")
 
     def load(self, call_id: str) -> CallState | None:

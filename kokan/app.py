@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import redis
-from flask import Flask, Response, g, jsonify, request
+from flask import Flask, Response, jsonify, request
 from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
 
@@ -22,8 +22,8 @@ from kokan.errors import KokanError
 from kokan.metrics import count_request
 from kokan.redis_conn import connect
 from kokan.secret_key import ensure_secret_key
-from kokan.wiring import Resources, init_app
-from webhooks.signature import KokanRequest
+from kokan.wiring import Resources, current_request, init_app
+from webhooks.signature import request_class
 
 REQUEST_ID_HEADER = "X-Request-Id"
 REQUEST_ID_PATTERN = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
@@ -34,6 +34,9 @@ MAX_CONTENT_LENGTH = 16 * 1024 * 1024
 
 REDIS_RETRY_AFTER_S = 2
 """An embedded Redis restarts in well under a second; a managed one fails over in a few."""
+
+REQUEST_ENVIRON_KEY = "kokan.request"
+"""The request's (id, log-context token, start time), kept by the request hooks."""
 
 JSON_PATH_PREFIXES = ("/api/", "/webhooks/", "/healthz", "/readyz", "/metrics")
 
@@ -48,13 +51,14 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
         logs.configure(settings.log_level, config_module.secret_values(settings))
 
     app = Flask(__name__)
-    app.request_class = KokanRequest  # webhooks.signature: forms twilio reads cheaply
     app.config.from_mapping(
         SECRET_KEY=ensure_secret_key(settings),
         MAX_CONTENT_LENGTH=MAX_CONTENT_LENGTH,
         JSON_SORT_KEYS=False,
     )
     app.config.update(test_config)
+    # webhooks.signature: forms twilio reads cheaply, body limits read from the config once
+    app.request_class = request_class(app.config)
 
     if settings.redis_url is None:
         raise config_module.ConfigError(
@@ -121,30 +125,34 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
 
 
 def _install_request_hooks(app: Flask) -> None:
+    # the request's id, log-context token and start time ride in its WSGI environ: each
+    # hook takes the request once instead of several context-local lookups through `g`
     @app.before_request
     def start_request() -> None:
-        offered = request.headers.get(REQUEST_ID_HEADER, "")
+        current = current_request()
+        offered = current.headers.get(REQUEST_ID_HEADER, "")
         request_id = offered if REQUEST_ID_PATTERN.fullmatch(offered) else secrets.token_hex(16)
-        g.request_id = request_id
-        g.request_token = logs.request_id_var.set(request_id)
-        g.started = time.perf_counter()
+        token = logs.request_id_var.set(request_id)
+        current.environ[REQUEST_ENVIRON_KEY] = (request_id, token, time.perf_counter())
 
     @app.after_request
     def finish_request(response: Response) -> Response:
-        response.headers[REQUEST_ID_HEADER] = g.get("request_id", "-")
-        route = request.url_rule.rule if request.url_rule else "unmatched"
-        elapsed = time.perf_counter() - g.get("started", time.perf_counter())
-        count_request(request.method, route, response.status_code, elapsed)
-        log.info(
-            "%s %s %s %.1fms", request.method, request.path, response.status_code, elapsed * 1000
-        )
+        current = current_request()
+        now = time.perf_counter()
+        request_id, _token, started = current.environ.get(REQUEST_ENVIRON_KEY, ("-", None, now))
+        response.headers[REQUEST_ID_HEADER] = request_id
+        route = current.url_rule.rule if current.url_rule else "unmatched"
+        elapsed = now - started
+        status = response.status_code
+        count_request(current.method, route, status, elapsed)
+        log.info("%s %s %s %.1fms", current.method, current.path, status, elapsed * 1000)
         return response
 
     @app.teardown_request
     def end_request(_exc: BaseException | None) -> None:
-        token = g.pop("request_token", None)
-        if token is not None:
-            logs.request_id_var.reset(token)
+        entry = current_request().environ.pop(REQUEST_ENVIRON_KEY, None)
+        if entry is not None:
+            logs.request_id_var.reset(entry[1])
 
 
 def _wants_json() -> bool:
@@ -185,7 +193,7 @@ def _install_error_handlers(app: Flask) -> None:
         body = {
             "error_id": "redis-unavailable",
             "message": "the live state store is unavailable; nothing was changed, try again",
-            "request_id": g.get("request_id", "-"),
+            "request_id": logs.request_id_var.get(),
         }
         response = jsonify(body)
         response.headers["Retry-After"] = str(REDIS_RETRY_AFTER_S)
@@ -197,6 +205,6 @@ def _install_error_handlers(app: Flask) -> None:
         body = {
             "error_id": "internal-error",
             "message": "an unexpected error happened; it has been logged",
-            "request_id": g.get("request_id", "-"),
+            "request_id": logs.request_id_var.get(),
         }
         return jsonify(body), 500

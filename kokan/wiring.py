@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import redis
-from flask import Flask, current_app
+from flask import Flask, Request, current_app, request
 
 from kokan.config import Settings
 from kokan.db import Database
@@ -39,3 +39,11 @@ def redis_client() -> redis.Redis:
 
 def settings() -> Settings:
     return resources().settings
+
+
+def current_request() -> Request:
+    """The request itself. Each attribute read through `flask.request` is a context-local
+    lookup (thousands of instructions); code on the webhooks' path that reads several takes
+    the request once."""
+    found: Request = request._get_current_object()  # type: ignore[attr-defined]
+    return found

@@ -5,10 +5,10 @@ from __future__ import annotations
 import functools
 import hmac
 import logging
-from collections.abc import Callable
-from typing import ParamSpec, TypeVar
+from collections.abc import Callable, Mapping
+from typing import Any, ParamSpec, TypeVar
 
-from flask import Request, request
+from flask import Request
 from twilio.request_validator import (
     SIGNATURE_HEADER,
     SIGNATURE_SETTINGS_HEADER,
@@ -18,7 +18,7 @@ from twilio.request_validator import (
 from werkzeug.datastructures import ImmutableMultiDict
 
 from kokan.errors import KokanError
-from kokan.wiring import settings
+from kokan.wiring import current_request, settings
 from webhooks.schemas import MalformedWebhook
 
 P = ParamSpec("P")
@@ -49,11 +49,27 @@ class KokanRequest(Request):
     parameter_storage_class = TwilioParams
 
 
-def signed_url(public: str | None) -> str:
+def request_class(config: Mapping[str, Any]) -> type[KokanRequest]:
+    """KokanRequest with the app's body limits fixed when the app is made. Flask's request
+    reads MAX_CONTENT_LENGTH, MAX_FORM_MEMORY_SIZE and MAX_FORM_PARTS from current_app's
+    config each time a form is parsed (eleven context-local lookups per webhook) unless the
+    request carries its own; these are its own, from the same config."""
+    return type(
+        "KokanRequest",
+        (KokanRequest,),
+        {
+            "_max_content_length": config.get("MAX_CONTENT_LENGTH"),
+            "_max_form_memory_size": config.get("MAX_FORM_MEMORY_SIZE"),
+            "_max_form_parts": config.get("MAX_FORM_PARTS"),
+        },
+    )
+
+
+def signed_url(current: Request, public: str | None) -> str:
     """The URL Twilio requested: the configured public URL wins over what the proxy says."""
     if public:
-        return public + (request.full_path if request.query_string else request.path)
-    return request.url
+        return public + (current.full_path if current.query_string else current.path)
+    return current.url
 
 
 def check_signature() -> None:
@@ -62,14 +78,15 @@ def check_signature() -> None:
     if token is None or not token.get_secret_value():
         log.error("TWILIO_AUTH_TOKEN is not set: refusing every Twilio webhook")
         raise SignatureInvalid("Kokan has no Twilio auth token configured")
-    headers = request.headers
+    current = current_request()
+    headers = current.headers
     signature = headers.get(SIGNATURE_HEADER, "")
     if not signature:
         raise SignatureInvalid(f"missing {SIGNATURE_HEADER}")
     algorithm = get_signature_algorithm(headers.get(SIGNATURE_SETTINGS_HEADER))
     validator = RequestValidator(token.get_secret_value())
-    url = signed_url(config.public_url)
-    form = request.form
+    url = signed_url(current, config.public_url)
+    form = current.form
     # the URL exactly as Twilio asked for it matches almost always: one HMAC; otherwise let
     # the library try its variants (with and without the default port)
     exact = validator.compute_signature(url, form, algorithm)
