@@ -65,6 +65,11 @@ return false
 duplicate gets the reply that won; one round trip and no lock for a call's first webhook."""
 
 
+STATE_JSON = json.JSONEncoder(ensure_ascii=False)
+"""Call states as UTF-8 JSON, one encoder for every save (json.dumps with options builds a
+new one on each call)."""
+
+
 AlsoSend = Callable[["redis.client.Pipeline"], None] | None
 """Extra commands to send in the same round trip as a save (e.g. call-detail events)."""
 
@@ -133,7 +138,7 @@ class CallStore:
         """State, the reply to `step` and the lock release commit together; `also` adds
         commands (call events) to the same round trip."""
         lock_key, reply_key, state_key = self._keys(state.call_id, step)
-        state_json = json.dumps(state.to_json(), ensure_ascii=False)
+        state_json = STATE_JSON.encode(state.to_json())
         self._run(
             self._save,
             [state_key, reply_key, lock_key],
@@ -145,7 +150,7 @@ class CallStore:
         """Store a new call's first turn unless one is stored already; return the stored one.
         `also` adds commands to the same round trip (they run for duplicates too)."""
         _lock, reply_key, state_key = self._keys(state.call_id, START_STEP)
-        state_json = json.dumps(state.to_json(), ensure_ascii=False)
+        state_json = STATE_JSON.encode(state.to_json())
         earlier = self._run(
             self._save_first, [state_key, reply_key], [state_json, reply, CALL_STATE_TTL_S], also
         )

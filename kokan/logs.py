@@ -41,10 +41,8 @@ class SecretFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if not self.secrets:
             return True
-        message = record.getMessage()
-        scrubbed = self.scrub(message)
-        if scrubbed != message:
-            record.msg, record.args = scrubbed, None
+        # the formatter then takes the message as it stands instead of formatting it again
+        record.msg, record.args = self.scrub(record.getMessage()), None
         # a traceback repeats the exception's message, which may carry the secret too;
         # formatters reuse a record's exc_text once it is set
         if record.exc_info and not record.exc_text:

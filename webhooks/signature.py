@@ -8,6 +8,7 @@ import logging
 from collections.abc import Callable, Mapping
 from typing import Any, ParamSpec, TypeVar
 
+import werkzeug.wrappers
 from flask import Request
 from twilio.request_validator import (
     SIGNATURE_HEADER,
@@ -47,6 +48,13 @@ class TwilioParams(ImmutableMultiDict[str, str]):
 
 class KokanRequest(Request):
     parameter_storage_class = TwilioParams
+
+    def _load_form_data(self) -> None:
+        """werkzeug's form parsing without Flask's wrapper around it, which only swaps in a
+        friendlier error for files in debug mode and looks up current_app twice to know
+        whether it is in debug mode, on every form (Kokan serves under gunicorn, never
+        Flask's debugger)."""
+        werkzeug.wrappers.Request._load_form_data(self)
 
 
 def request_class(config: Mapping[str, Any]) -> type[KokanRequest]:
