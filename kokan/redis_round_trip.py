@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import threading
+import weakref
 from collections.abc import Sequence
 
 import redis
@@ -27,6 +28,16 @@ caller hears it (the web app answers 503 with Retry-After)."""
 Command = Sequence[EncodableT]
 
 
+class _KeptConnection:
+    """A thread's connection from the pool. The thread's entry in a threading.local goes
+    when the thread ends, and with it this holder, which then gives the connection back."""
+
+    def __init__(self, pool: redis.ConnectionPool) -> None:
+        self.pid = os.getpid()
+        self.connection: AbstractConnection = pool.get_connection()
+        weakref.finalize(self, pool.release, self.connection)
+
+
 class RoundTrip:
     """Send commands to `client`'s server in one write and read their replies in one go."""
 
@@ -37,13 +48,10 @@ class RoundTrip:
     def _connection(self) -> AbstractConnection:
         """This thread's connection, taken from the pool once and kept; a forked child takes
         its own instead of sharing its parent's socket."""
-        kept = self._kept
-        pid = os.getpid()
-        if getattr(kept, "pid", None) != pid:
-            kept.connection = self.pool.get_connection()
-            kept.pid = pid
-        connection: AbstractConnection = kept.connection
-        return connection
+        kept: _KeptConnection | None = getattr(self._kept, "holder", None)
+        if kept is None or kept.pid != os.getpid():
+            kept = self._kept.holder = _KeptConnection(self.pool)
+        return kept.connection
 
     def send(self, commands: Sequence[Command]) -> list[object]:
         """The replies, in order. A command Redis refused gives its ResponseError in its

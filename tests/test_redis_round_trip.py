@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 
 import pytest
 import redis
@@ -86,3 +87,24 @@ def test_a_forked_child_takes_its_own_connection(redis_client: redis.Redis) -> N
     os.waitpid(child, 0)
     assert child_id != parent_id
     assert trip.send([("CLIENT", "ID")]) == [parent_id]
+
+
+def test_a_thread_that_ends_gives_its_connection_back(redis_client: redis.Redis) -> None:
+    trip = RoundTrip(redis_client)
+    pool = redis_client.connection_pool
+    in_use_before = len(pool._in_use_connections)
+    seen: dict[str, object] = {}
+
+    def short_lived() -> None:
+        seen["reply"] = trip.send([("PING",)])
+        seen["in use"] = len(pool._in_use_connections)
+
+    worker = threading.Thread(target=short_lived)
+    worker.start()
+    worker.join(10)
+    assert not worker.is_alive()
+    assert seen == {"reply": [b"PONG"], "in use": in_use_before + 1}
+    deadline = time.monotonic() + 5
+    while len(pool._in_use_connections) != in_use_before:
+        assert time.monotonic() < deadline, "the ended thread's connection was not given back"
+        time.sleep(0.01)
