@@ -27,7 +27,14 @@ from pathlib import Path
 
 from sqlalchemy import func, insert, select
 
-from bench.ivr_webhook import CONCURRENCY, REPO, gunicorn, report, wait_until_up
+from bench.ivr_webhook import (
+    CONCURRENCY,
+    REPO,
+    gunicorn,
+    kokan_environment,
+    report,
+    wait_until_up,
+)
 from bench.loadgen import Result, run
 from bench.local_sip import free_listen_port
 from kokan.db import Database, normalize_url, utcnow
@@ -139,18 +146,9 @@ def measure_kokan(
     public = f"http://127.0.0.1:{port}"
     metrics = work / f"metrics-{label}"
     metrics.mkdir()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("KOKAN_")} | {
-        "KOKAN_CONFIG": str(REPO / "config.yaml"),
-        "KOKAN_DATA_DIR": str(work / "var"),
-        "KOKAN_FLOWS_DIR": str(REPO / "flows"),
-        "KOKAN_PUBLIC_URL": public,
-        "DATABASE_URL": database_url,
-        "REDIS_URL": redis.url,
-        "TWILIO_AUTH_TOKEN": token,
-        "TWILIO_ACCOUNT_SID": account,
-        "PROMETHEUS_MULTIPROC_DIR": str(metrics),
-        "KOKAN_LOG_LEVEL": os.environ.get("BENCH_LOG_LEVEL", "WARNING"),
-    }
+    env = kokan_environment(
+        work, database_url, redis, public, token, account, metrics.name, log_level="WARNING"
+    )
     process = gunicorn("kokan.app:create_app()", port, env)
     try:
         wait_until_up(f"{public}/healthz")

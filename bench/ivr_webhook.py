@@ -92,6 +92,65 @@ def gunicorn(app: str, port: int, env: dict[str, str]) -> subprocess.Popen[bytes
     )
 
 
+@dataclass
+class PreparedKokan:
+    token: str
+    account: str
+    base_env: dict[str, str]
+    """This process's environment without KOKAN_* settings."""
+    env: dict[str, str]
+    """base_env with everything Kokan needs to serve the example flows."""
+
+
+def prepare_kokan(work: Path, redis: EmbeddedRedis, public: str) -> PreparedKokan:
+    """Start `redis`, publish the example flows into a new SQLite database under `work`, and
+    make the environment that points Kokan at both, at `public` and at a fresh auth token."""
+    redis.start()
+    database_url = f"sqlite:///{work / 'var' / 'kokan.db'}"
+    database = Database(database_url)
+    upgrade(database)
+    context = CheckContext.for_directory(REPO / "flows", QUEUES)
+    with database.unit_of_work() as session:
+        for name in ("main", "survey"):
+            source = (REPO / "flows" / f"{name}.yaml").read_text(encoding="utf-8")
+            publish(session, name, source, f"flows/{name}.yaml", context, by="bench")
+    database.dispose()
+    token, account = secrets.token_hex(16), "AC" + secrets.token_hex(16)
+    (work / "metrics").mkdir()
+    env = kokan_environment(work, database_url, redis, public, token, account)
+    return PreparedKokan(token, account, environment_without_kokan(), env)
+
+
+def environment_without_kokan() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if not k.startswith("KOKAN_")}
+
+
+def kokan_environment(
+    work: Path,
+    database_url: str,
+    redis: EmbeddedRedis,
+    public: str,
+    token: str,
+    account: str,
+    metrics: str = "metrics",
+    log_level: str = "INFO",
+) -> dict[str, str]:
+    """This process's environment, less its KOKAN_* settings, plus what a benched Kokan
+    needs: its database, Redis, public URL, Twilio credentials and metrics folder."""
+    return environment_without_kokan() | {
+        "KOKAN_CONFIG": str(REPO / "config.yaml"),
+        "KOKAN_DATA_DIR": str(work / "var"),
+        "KOKAN_FLOWS_DIR": str(REPO / "flows"),
+        "KOKAN_PUBLIC_URL": public,
+        "DATABASE_URL": database_url,
+        "REDIS_URL": redis.url,
+        "TWILIO_AUTH_TOKEN": token,
+        "TWILIO_ACCOUNT_SID": account,
+        "PROMETHEUS_MULTIPROC_DIR": str(work / metrics),
+        "KOKAN_LOG_LEVEL": os.environ.get("BENCH_LOG_LEVEL", log_level),
+    }
+
+
 def cpu_seconds(roots: list[int]) -> float:
     """User + system CPU of these processes and all their descendants (Linux /proc)."""
     parents: dict[int, int] = {}
@@ -148,35 +207,12 @@ def main() -> int:
     processes: list[subprocess.Popen[bytes]] = []
     redis = EmbeddedRedis(work / "var")
     try:
-        redis.start()
-        database_url = f"sqlite:///{work / 'var' / 'kokan.db'}"
-        database = Database(database_url)
-        upgrade(database)
-        context = CheckContext.for_directory(REPO / "flows", QUEUES)
-        with database.unit_of_work() as session:
-            for name in ("main", "survey"):
-                source = (REPO / "flows" / f"{name}.yaml").read_text(encoding="utf-8")
-                publish(session, name, source, f"flows/{name}.yaml", context, by="bench")
-        database.dispose()
-
-        token, account = secrets.token_hex(16), "AC" + secrets.token_hex(16)
         kokan_port, bare_port = free_listen_port(), free_listen_port()
         public = f"http://127.0.0.1:{kokan_port}"
-        base_env = {k: v for k, v in os.environ.items() if not k.startswith("KOKAN_")}
-        kokan_env = base_env | {
-            "KOKAN_CONFIG": str(REPO / "config.yaml"),
-            "KOKAN_DATA_DIR": str(work / "var"),
-            "KOKAN_FLOWS_DIR": str(REPO / "flows"),
-            "KOKAN_PUBLIC_URL": public,
-            "KOKAN_PORT": str(kokan_port),
-            "DATABASE_URL": database_url,
-            "REDIS_URL": redis.url,
-            "TWILIO_AUTH_TOKEN": token,
-            "TWILIO_ACCOUNT_SID": account,
-            "PROMETHEUS_MULTIPROC_DIR": str(work / "metrics"),
-            "KOKAN_LOG_LEVEL": os.environ.get("BENCH_LOG_LEVEL", "INFO"),
-        }
-        (work / "metrics").mkdir()
+        prepared = prepare_kokan(work, redis, public)
+        token, account = prepared.token, prepared.account
+        base_env = prepared.base_env
+        kokan_env = prepared.env | {"KOKAN_PORT": str(kokan_port)}
         processes.append(gunicorn("kokan.app:create_app()", kokan_port, kokan_env))
         wait_until_up(f"{public}/healthz")
 

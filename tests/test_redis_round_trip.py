@@ -20,6 +20,23 @@ def test_replies_come_back_in_order(redis_client: redis.Redis) -> None:
     assert replies == [b"OK", 2, b"2", None]  # raw replies: no response callbacks
 
 
+def test_text_goes_as_utf_8_and_numbers_as_their_digits(redis_client: redis.Redis) -> None:
+    replies = RoundTrip(redis_client).send(
+        [("SET", "round:ja", "お電話ありがとうございます"), ("GET", "round:ja"), ("ECHO", 14400)]
+    )
+    assert replies == [b"OK", "お電話ありがとうございます".encode(), b"14400"]
+
+
+def test_an_argument_that_cannot_be_sent_is_refused_before_anything_is_sent(
+    redis_client: redis.Redis,
+) -> None:
+    trip = RoundTrip(redis_client)
+    with pytest.raises(redis.DataError):
+        trip.send([("SET", "round:sent", "1"), ("SET", "round:none", None)])  # type: ignore[list-item]
+    assert redis_client.exists("round:sent") == 0
+    assert trip.send([("PING",)]) == [b"PONG"]
+
+
 def test_a_refused_command_takes_its_place_and_the_connection_stays_in_step(
     redis_client: redis.Redis,
 ) -> None:
