@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.ivr_webhook import REPO, prepare_kokan
-from bench.loadgen import new_call_params, twilio_signature
+from bench.loadgen import signed_bodies
 from kokan.embedded_redis import EmbeddedRedis
 
 WARM_UP_REQUESTS = 100
@@ -45,29 +45,34 @@ Environ = dict[str, Any]
 WsgiApp = Callable[[Environ, Callable[..., Any]], Iterable[bytes]]
 
 
-def signed_environ(public: str, token: str, account: str) -> Environ:
-    """One new call's webhook as the WSGI server would hand it over."""
-    params = new_call_params(account)
-    body = urllib.parse.urlencode(params).encode()
+def signed_environs(public: str, token: str, account: str, total: int) -> list[Environ]:
+    """`total` new calls' webhooks (bench.loadgen's bodies and signatures) as the WSGI
+    server would hand them over."""
     host = urllib.parse.urlsplit(public).netloc
-    return {
-        "REQUEST_METHOD": "POST",
-        "PATH_INFO": VOICE_PATH,
-        "QUERY_STRING": "",
-        "SERVER_NAME": host.partition(":")[0],
-        "SERVER_PORT": host.partition(":")[2] or "80",
-        "SERVER_PROTOCOL": "HTTP/1.1",
-        "wsgi.url_scheme": "http",
-        "wsgi.input": io.BytesIO(body),
-        "wsgi.errors": sys.stderr,
-        "wsgi.multithread": False,
-        "wsgi.multiprocess": True,
-        "wsgi.run_once": False,
-        "CONTENT_TYPE": "application/x-www-form-urlencoded",
-        "CONTENT_LENGTH": str(len(body)),
-        "HTTP_HOST": host,
-        "HTTP_X_TWILIO_SIGNATURE": twilio_signature(token, public + VOICE_PATH, params),
-    }
+    environs = []
+    for body, signature in signed_bodies(public + VOICE_PATH, token, account, total):
+        encoded = body.encode()
+        environs.append(
+            {
+                "REQUEST_METHOD": "POST",
+                "PATH_INFO": VOICE_PATH,
+                "QUERY_STRING": "",
+                "SERVER_NAME": host.partition(":")[0],
+                "SERVER_PORT": host.partition(":")[2] or "80",
+                "SERVER_PROTOCOL": "HTTP/1.1",
+                "wsgi.url_scheme": "http",
+                "wsgi.input": io.BytesIO(encoded),
+                "wsgi.errors": sys.stderr,
+                "wsgi.multithread": False,
+                "wsgi.multiprocess": True,
+                "wsgi.run_once": False,
+                "CONTENT_TYPE": "application/x-www-form-urlencoded",
+                "CONTENT_LENGTH": str(len(encoded)),
+                "HTTP_HOST": host,
+                "HTTP_X_TWILIO_SIGNATURE": signature,
+            }
+        )
+    return environs
 
 
 def answer(app: WsgiApp, environ: Environ) -> bytes:
@@ -95,8 +100,8 @@ def child(which: str, total: int) -> None:
         from bench.bare_twiml import create_app as create_bare_app
 
         app = create_bare_app()
-    warm_up = [signed_environ(public, token, account) for _ in range(WARM_UP_REQUESTS)]
-    counted = [signed_environ(public, token, account) for _ in range(total)]
+    warm_up = signed_environs(public, token, account, WARM_UP_REQUESTS)
+    counted = signed_environs(public, token, account, total)
     first = answer(app, warm_up[0])
     if which == "kokan":
         if b"<Gather" not in first:
