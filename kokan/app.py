@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import logging
-import re
-import secrets
-import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -19,24 +16,17 @@ from kokan import logs
 from kokan.config import Settings
 from kokan.db import Database
 from kokan.errors import KokanError
-from kokan.metrics import count_request
 from kokan.redis_conn import connect
+from kokan.request_log import RequestLog
 from kokan.secret_key import ensure_secret_key
-from kokan.wiring import Resources, current_request, init_app
+from kokan.wiring import Resources, init_app
 from webhooks.signature import request_class
-
-REQUEST_ID_HEADER = "X-Request-Id"
-REQUEST_ID_PATTERN = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
-"""A proxy's id is reused only when it is safe to put in a log line."""
 
 MAX_CONTENT_LENGTH = 16 * 1024 * 1024
 """Webhooks and API bodies are small; refuse a flood before it is read into memory."""
 
 REDIS_RETRY_AFTER_S = 2
 """An embedded Redis restarts in well under a second; a managed one fails over in a few."""
-
-REQUEST_ENVIRON_KEY = "kokan.request"
-"""The request's (id, log-context token, start time), kept by the request hooks."""
 
 JSON_PATH_PREFIXES = ("/api/", "/webhooks/", "/healthz", "/readyz", "/metrics")
 
@@ -75,7 +65,8 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
         app.wsgi_app = ProxyFix(  # type: ignore[method-assign]
             app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops, x_port=hops, x_prefix=hops
         )
-    _install_request_hooks(app)
+    # outermost: its id is on every log line of the request, its timing covers it all
+    app.wsgi_app = RequestLog(app.wsgi_app)  # type: ignore[method-assign]
     _install_error_handlers(app)
 
     from acd import runtime as acd_runtime
@@ -122,37 +113,6 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     app.register_blueprint(openapi_doc)
     web_ui.init_app(app, settings)
     return app
-
-
-def _install_request_hooks(app: Flask) -> None:
-    # the request's id, log-context token and start time ride in its WSGI environ: each
-    # hook takes the request once instead of several context-local lookups through `g`
-    @app.before_request
-    def start_request() -> None:
-        current = current_request()
-        offered = current.headers.get(REQUEST_ID_HEADER, "")
-        request_id = offered if REQUEST_ID_PATTERN.fullmatch(offered) else secrets.token_hex(16)
-        token = logs.request_id_var.set(request_id)
-        current.environ[REQUEST_ENVIRON_KEY] = (request_id, token, time.perf_counter())
-
-    @app.after_request
-    def finish_request(response: Response) -> Response:
-        current = current_request()
-        now = time.perf_counter()
-        request_id, _token, started = current.environ.get(REQUEST_ENVIRON_KEY, ("-", None, now))
-        response.headers[REQUEST_ID_HEADER] = request_id
-        route = current.url_rule.rule if current.url_rule else "unmatched"
-        elapsed = now - started
-        status = response.status_code
-        count_request(current.method, route, status, elapsed)
-        log.info("%s %s %s %.1fms", current.method, current.path, status, elapsed * 1000)
-        return response
-
-    @app.teardown_request
-    def end_request(_exc: BaseException | None) -> None:
-        entry = current_request().environ.pop(REQUEST_ENVIRON_KEY, None)
-        if entry is not None:
-            logs.request_id_var.reset(entry[1])
 
 
 def _wants_json() -> bool:

@@ -143,7 +143,7 @@ def test_readyz_names_an_unreachable_database(settings: Settings) -> None:
     assert "db-PASSWORD-1" not in response.get_data(as_text=True)
 
 
-def _requests_counted(client: FlaskClient, route: str) -> float:
+def _requests_counted(client: FlaskClient, route: str, status: str = "200") -> float:
     response = client.get("/metrics")
     assert response.status_code == 200
     assert response.mimetype == "text/plain"
@@ -154,7 +154,7 @@ def _requests_counted(client: FlaskClient, route: str) -> float:
             if sample.name == "kokan_http_requests_total" and sample.labels == {
                 "method": "GET",
                 "route": route,
-                "status": "200",
+                "status": status,
             }:
                 return float(sample.value)
     return 0.0
@@ -169,6 +169,18 @@ def test_metrics_count_requests(client: FlaskClient, monkeypatch: pytest.MonkeyP
     text = client.get("/metrics").get_data(as_text=True)
     assert "# TYPE kokan_http_requests_total counter" in text
     assert 'kokan_http_request_duration_seconds_bucket{le="0.005",route="/healthz"}' in text
+
+
+def test_an_unmatched_path_is_counted_and_logged_under_one_label(
+    client: FlaskClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A scanner's thousand paths must not become a thousand metric series."""
+    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
+    before = _requests_counted(client, "unmatched", "404")
+    with captured_logs() as output:
+        assert client.get("/wp-admin/ünï").status_code == 404
+    assert _requests_counted(client, "unmatched", "404") == before + 1
+    assert "GET /wp-admin/ünï 404" in output.getvalue()
 
 
 # --- JSON errors ----------------------------------------------------------------------
