@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -70,7 +70,7 @@ STATE_JSON = json.JSONEncoder(ensure_ascii=False)
 new one on each call)."""
 
 
-AlsoSend = Callable[["redis.client.Pipeline"], None] | None
+AlsoSend = Sequence[Command] | None
 """Extra commands to send in the same round trip as a save (e.g. call-detail events)."""
 
 
@@ -162,13 +162,10 @@ class CallStore:
         """EVALSHA plus `also`'s commands in one round trip; the script's reply.
 
         (redis-py's Script objects in a pipeline ask SCRIPT EXISTS first on every execute,
-        a second round trip on the hot path; a Pipeline is used here only to build `also`'s
-        commands, which kokan.redis_round_trip sends.)"""
+        a second round trip on the hot path.)"""
         commands: list[Command] = [("EVALSHA", script.sha, len(keys), *keys, *args)]
-        if also is not None:
-            collector = self.redis.pipeline(transaction=False)
-            also(collector)
-            commands += [command for command, _options in collector.command_stack]
+        if also:
+            commands += also
         for attempt in (1, 2):
             replies = self._round_trip.send(commands)
             refused = next((r for r in replies if isinstance(r, redis.ResponseError)), None)

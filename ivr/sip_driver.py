@@ -1684,21 +1684,21 @@ class Driver:
         kind = outcome.get("kind")
         answers = survey_answers(state) if state is not None else {}
         now = utcnow()
-
-        def send(pipe: redis.client.Pipeline) -> None:
-            if answers:  # every turn: answers given before a hang-up are kept
-                cdr.append(pipe, "survey", identity, now, answers=json.dumps(answers))
-            if arrived:
-                cdr.append(pipe, "arrived", identity, now)
-            if kind == "queued":
-                survey = state.survey if state is not None else None
-                cdr.append(
-                    pipe, "queued", identity, now, queue=str(outcome["queue"]), survey=survey
+        events = []
+        if answers:  # every turn: answers given before a hang-up are kept
+            events.append(cdr.event_command("survey", identity, now, answers=json.dumps(answers)))
+        if arrived:
+            events.append(cdr.event_command("arrived", identity, now))
+        if kind == "queued":
+            survey = state.survey if state is not None else None
+            events.append(
+                cdr.event_command(
+                    "queued", identity, now, queue=str(outcome["queue"]), survey=survey
                 )
-            elif kind in OUTCOMES:
-                cdr.append(pipe, "outcome", identity, now, outcome=OUTCOMES[kind])
-
-        return send
+            )
+        elif kind in OUTCOMES:
+            events.append(cdr.event_command("outcome", identity, now, outcome=OUTCOMES[kind]))
+        return events
 
     def _end_record(self, session: Session) -> None:
         """The call's last events: it ended (and, waiting in a queue, was abandoned)."""

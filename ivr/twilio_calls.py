@@ -8,7 +8,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import redis
 from twilio.twiml.voice_response import VoiceResponse
 
 from ivr.call_store import START_STEP, AlsoSend, CallBusy, CallStore
@@ -222,39 +221,33 @@ class VoiceService:
 
     def _call_events(self, state: CallState, *, arrived: bool = False) -> AlsoSend:
         """The call-detail events this turn produced, sent with the state in one round trip."""
-        identity = cdr.CallIdentity(
-            provider=PROVIDER,
-            provider_call_id=state.call_id,
-            from_number=state.caller,
-            to_number=state.called,
-        )
         outcome = state.outcome or {}
         kind = outcome.get("kind")
         answers = survey_answers(state)
         if not arrived and kind is None and not answers:
             return None
+        identity = cdr.CallIdentity(PROVIDER, state.call_id, state.caller, state.called)
         now = utcnow()
-
-        def send(pipe: redis.client.Pipeline) -> None:
-            if answers:  # every turn: answers given before a hang-up are kept
-                cdr.append(pipe, "survey", identity, now, answers=json.dumps(answers))
-            if arrived:
-                cdr.append(pipe, "arrived", identity, now)
-            if kind == "queued":
-                cdr.append(
-                    pipe,
+        events = []
+        if answers:  # every turn: answers given before a hang-up are kept
+            events.append(cdr.event_command("survey", identity, now, answers=json.dumps(answers)))
+        if arrived:
+            events.append(cdr.event_command("arrived", identity, now))
+        if kind == "queued":
+            events.append(
+                cdr.event_command(
                     "queued",
                     identity,
                     now,
                     queue=str(outcome["queue"]),
                     survey=state.survey,  # the SMS survey's cue if the caller leaves first
                 )
-            elif kind in OUTCOMES:
-                cdr.append(pipe, "outcome", identity, now, outcome=OUTCOMES[kind])
-                if kind == "hung-up":
-                    cdr.append(pipe, "ended", identity, now)
-
-        return send
+            )
+        elif kind in OUTCOMES:
+            events.append(cdr.event_command("outcome", identity, now, outcome=OUTCOMES[kind]))
+            if kind == "hung-up":
+                events.append(cdr.event_command("ended", identity, now))
+        return events
 
     def _record_arrival_anyway(self, call: IncomingCall) -> None:
         """The flow could not run, but the call still happened: keep its record."""
