@@ -57,6 +57,8 @@ THROUGHPUT_RATIO_TARGET = 0.5
 P99_TARGET_MS = 50.0
 QUEUES = ("billing", "support", "sales")
 BARE, KOKAN = "bare Flask TwiML", "Kokan IVR webhook"
+FLOOR = "bare + Redis PING"
+"""--redis-floor: the bare endpoint waiting for one Redis round trip per request."""
 CLOCK_TICKS_PER_S = os.sysconf("SC_CLK_TCK")
 
 
@@ -197,6 +199,11 @@ def main() -> int:
     parser.add_argument("--requests", type=int, default=4000)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--loadgen", choices=("python", "wrk", "auto"), default="python")
+    parser.add_argument(
+        "--redis-floor",
+        action="store_true",
+        help="also measure the bare endpoint plus one Redis PING per request (not a target)",
+    )
     args = parser.parse_args()
     use_wrk = args.loadgen == "wrk" or (args.loadgen == "auto" and wrk_available())
     if use_wrk and not wrk_available():
@@ -246,6 +253,17 @@ def main() -> int:
             BARE: (f"http://127.0.0.1:{bare_port}{voice}", [processes[1].pid]),
             KOKAN: (public + voice, [processes[0].pid, redis.pid or 0]),
         }
+        if args.redis_floor:
+            floor_port = free_listen_port()
+            floor_env = base_env | {
+                "BENCH_TWIML_FILE": str(twiml_file),
+                "BENCH_REDIS_URL": redis.url,
+                "PYTHONPATH": str(REPO),
+            }
+            processes.append(gunicorn("bench.bare_twiml:create_app()", floor_port, floor_env))
+            wait_until_up(f"http://127.0.0.1:{floor_port}/healthz")
+            floor_roots = [processes[-1].pid, redis.pid or 0]
+            targets[FLOOR] = (f"http://127.0.0.1:{floor_port}{voice}", floor_roots)
 
         def measure(name: str, total: int) -> Measured:
             url, roots = targets[name]
@@ -262,12 +280,12 @@ def main() -> int:
         )
         rounds: list[dict[str, Measured]] = []
         for number in range(1, args.rounds + 1):
-            order = [BARE, KOKAN] if number % 2 else [KOKAN, BARE]
+            order = list(targets) if number % 2 else list(reversed(targets))
             measured = {name: measure(name, args.requests) for name in order}
             rounds.append(measured)
             ratio = measured[KOKAN].result.rps / measured[BARE].result.rps
             print(f"round {number} (ratio {ratio:.2f})")
-            for name in (BARE, KOKAN):
+            for name in targets:
                 report(name, measured[name].result, measured[name].cpu_us)
         ratios = [r[KOKAN].result.rps / r[BARE].result.rps for r in rounds]
         median = sorted(range(len(rounds)), key=lambda i: ratios[i])[(len(rounds) - 1) // 2]
@@ -280,6 +298,13 @@ def main() -> int:
         for name in (BARE, KOKAN):
             report(name, chosen[name].result, chosen[name].cpu_us)
         print(f"round ratios: {' '.join(f'{value:.2f}' for value in ratios)}")
+        if args.redis_floor:
+            floors = [r[FLOOR].result.rps / r[BARE].result.rps for r in rounds]
+            print(
+                f"{FLOOR} / bare: {statistics.median(floors):.2f} (median; rounds "
+                f"{' '.join(f'{value:.2f}' for value in floors)}): what one Redis round trip "
+                "per request costs here, before any work"
+            )
         print(f"throughput ratio Kokan / bare: {ratio:.2f} (target >= {THROUGHPUT_RATIO_TARGET})")
         print(f"Kokan p99: {kokan.p99:.1f} ms (target < {P99_TARGET_MS:.0f} ms)")
         print(
