@@ -104,7 +104,7 @@ from ivr.sip_speech import (
     phrases_of,
 )
 from ivr.sip_transfer import NO_TRUNK, NOT_REACHED, TransferRules, target_uri
-from ivr.twilio_calls import AFTER_AGENT_STEP, survey_answers
+from ivr.twilio_calls import AFTER_AGENT_STEP, turn_events
 from ivr.twiml import APOLOGY
 from kokan import logs
 from kokan.config import SIP_MAX_CALLS, QueueSettings
@@ -1679,26 +1679,9 @@ class Driver:
     def _call_events(
         self, session: Session, *, state: CallState | None = None, arrived: bool = False
     ) -> AlsoSend:
-        identity = self._identity(session)
-        outcome = (state.outcome if state is not None else None) or {}
-        kind = outcome.get("kind")
-        answers = survey_answers(state) if state is not None else {}
-        now = utcnow()
-        events = []
-        if answers:  # every turn: answers given before a hang-up are kept
-            events.append(cdr.event_command("survey", identity, now, answers=json.dumps(answers)))
-        if arrived:
-            events.append(cdr.event_command("arrived", identity, now))
-        if kind == "queued":
-            survey = state.survey if state is not None else None
-            events.append(
-                cdr.event_command(
-                    "queued", identity, now, queue=str(outcome["queue"]), survey=survey
-                )
-            )
-        elif kind in OUTCOMES:
-            events.append(cdr.event_command("outcome", identity, now, outcome=OUTCOMES[kind]))
-        return events
+        return turn_events(
+            self._identity(session), state, utcnow(), arrived=arrived, outcomes=OUTCOMES
+        )
 
     def _end_record(self, session: Session) -> None:
         """The call's last events: it ended (and, waiting in a queue, was abandoned)."""

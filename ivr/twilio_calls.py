@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,6 +48,35 @@ def survey_answers(state: CallState) -> dict[str, str]:
         for name in SURVEY_SCORES
         if state.surveying and state.variables.get(name) not in (None, "")
     }
+
+
+def turn_events(
+    identity: cdr.CallIdentity,
+    state: CallState | None,
+    now: dt.datetime,
+    *,
+    arrived: bool,
+    outcomes: Mapping[str, str],
+) -> list[tuple[str, ...]]:
+    """The call-detail events of a turn, for either transport: the survey answers so far,
+    the arrival, and the call being queued or ending its IVR part with one of `outcomes`
+    (engine outcome kind -> call-detail outcome; each transport has its own)."""
+    outcome = (state.outcome if state is not None else None) or {}
+    kind = outcome.get("kind")
+    answers = survey_answers(state) if state is not None else {}
+    events = []
+    if answers:  # every turn: answers given before a hang-up are kept
+        events.append(cdr.event_command("survey", identity, now, answers=json.dumps(answers)))
+    if arrived:
+        events.append(cdr.event_command("arrived", identity, now))
+    if kind == "queued":
+        # the survey named is the SMS survey's cue if the caller leaves first
+        survey = state.survey if state is not None else None
+        queue = str(outcome["queue"])
+        events.append(cdr.event_command("queued", identity, now, queue=queue, survey=survey))
+    elif kind is not None and kind in outcomes:
+        events.append(cdr.event_command("outcome", identity, now, outcome=outcomes[kind]))
+    return events
 
 
 @dataclass(frozen=True)
@@ -221,33 +251,12 @@ class VoiceService:
 
     def _call_events(self, state: CallState, *, arrived: bool = False) -> AlsoSend:
         """The call-detail events this turn produced, sent with the state in one round trip."""
-        outcome = state.outcome or {}
-        kind = outcome.get("kind")
-        answers = survey_answers(state)
-        if not arrived and kind is None and not answers:
-            return None
         identity = cdr.CallIdentity(PROVIDER, state.call_id, state.caller, state.called)
         now = utcnow()
-        events = []
-        if answers:  # every turn: answers given before a hang-up are kept
-            events.append(cdr.event_command("survey", identity, now, answers=json.dumps(answers)))
-        if arrived:
-            events.append(cdr.event_command("arrived", identity, now))
-        if kind == "queued":
-            events.append(
-                cdr.event_command(
-                    "queued",
-                    identity,
-                    now,
-                    queue=str(outcome["queue"]),
-                    survey=state.survey,  # the SMS survey's cue if the caller leaves first
-                )
-            )
-        elif kind in OUTCOMES:
-            events.append(cdr.event_command("outcome", identity, now, outcome=OUTCOMES[kind]))
-            if kind == "hung-up":
-                events.append(cdr.event_command("ended", identity, now))
-        return events
+        events = turn_events(identity, state, now, arrived=arrived, outcomes=OUTCOMES)
+        if (state.outcome or {}).get("kind") == "hung-up":
+            events.append(cdr.event_command("ended", identity, now))
+        return events or None
 
     def _record_arrival_anyway(self, call: IncomingCall) -> None:
         """The flow could not run, but the call still happened: keep its record."""
