@@ -21,6 +21,7 @@ from kokan.request_log import RequestLog
 from kokan.secret_key import ensure_secret_key
 from kokan.wiring import Resources, init_app
 from webhooks.signature import request_class
+from webhooks.voice_wsgi import VoiceWebhooks
 
 MAX_CONTENT_LENGTH = 16 * 1024 * 1024
 """Webhooks and API bodies are small; refuse a flood before it is read into memory."""
@@ -60,13 +61,6 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
         redis=connect(settings.redis_url),
     )
     init_app(app, resources)
-    if settings.trust_proxy_hops:
-        hops = settings.trust_proxy_hops
-        app.wsgi_app = ProxyFix(  # type: ignore[method-assign]
-            app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops, x_port=hops, x_prefix=hops
-        )
-    # outermost: its id is on every log line of the request, its timing covers it all
-    app.wsgi_app = RequestLog(app.wsgi_app)  # type: ignore[method-assign]
     _install_error_handlers(app)
 
     from acd import runtime as acd_runtime
@@ -112,7 +106,21 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     app.register_blueprint(flows_api)
     app.register_blueprint(openapi_doc)
     web_ui.init_app(app, settings)
+    _wrap_wsgi(app, settings)
     return app
+
+
+def _wrap_wsgi(app: Flask, settings: Settings) -> None:
+    """Middleware around Flask, once every route and hook is in place (the voice webhooks'
+    front reads the routes)."""
+    app.wsgi_app = VoiceWebhooks(app, app.wsgi_app)  # type: ignore[method-assign]
+    if settings.trust_proxy_hops:
+        hops = settings.trust_proxy_hops
+        app.wsgi_app = ProxyFix(  # type: ignore[method-assign]
+            app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops, x_port=hops, x_prefix=hops
+        )
+    # outermost: its id is on every log line of the request, its timing covers it all
+    app.wsgi_app = RequestLog(app.wsgi_app)  # type: ignore[method-assign]
 
 
 def _wants_json() -> bool:

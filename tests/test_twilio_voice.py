@@ -9,6 +9,7 @@ served over HTTP on 127.0.0.1 for the flow's `http` node.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 import threading
 import time
@@ -17,7 +18,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 from zoneinfo import ZoneInfo
 
 import flask
@@ -25,10 +26,11 @@ import pytest
 import redis
 from flask import Flask
 from flask.testing import FlaskClient
+from prometheus_client.parser import text_string_to_metric_families
 from pydantic import SecretStr
 from sqlalchemy import func, select
 from twilio.request_validator import RequestValidator
-from werkzeug.test import TestResponse
+from werkzeug.test import Client, TestResponse
 
 from acd.runtime import apply_config
 from acd.services import AcdService
@@ -47,6 +49,10 @@ from tests.local_http import serving
 from tests.twilio_signing import SIGNATURE_HEADER, new_sid, twilio_signature
 from tickets.cdr import CdrProjector
 from tickets.models import Call
+from webhooks.voice_wsgi import SKIPPED_HOOKS, flask_hooks
+
+if TYPE_CHECKING:
+    from _typeshed.wsgi import WSGIApplication
 
 FLOWS_DIR = REPO_ROOT / "flows"
 AUTH_TOKEN = "5f1c0b2e9a7d4c3b8e6f0a1d2c3b4a59"
@@ -1104,3 +1110,116 @@ def test_prompt_audio_is_served_to_twilio(voice_app: Flask) -> None:
 def test_nothing_but_prompt_audio_is_served(voice_app: Flask, path: str) -> None:
     response = voice_app.test_client().get(path)
     assert response.status_code == 404
+
+
+# ---- the voice webhooks' front (webhooks.voice_wsgi) ----
+
+
+def flask_only(app: Flask, method: str, path: str, params: Mapping[str, str]) -> TestResponse:
+    """The same request answered by Flask's own dispatch, around the front."""
+    flask_dispatch = cast("WSGIApplication", functools.partial(Flask.wsgi_app, app))
+    signature = twilio_signature(AUTH_TOKEN, PUBLIC_URL + path, params)
+    return Client(flask_dispatch).open(
+        path, method=method, data=dict(params), headers={SIGNATURE_HEADER: signature}
+    )
+
+
+def test_the_front_answers_as_the_flask_views_do(voice_app: Flask, twilio: Twilio) -> None:
+    front, flask_ = new_sid("CA"), new_sid("CA")
+    by_front = twilio.start(front)
+    by_flask = flask_only(voice_app, "POST", VOICE, call_params(flask_))
+    assert by_front.status_code == by_flask.status_code == 200
+    assert by_front.get_data() == by_flask.get_data()
+    assert by_front.content_type == by_flask.content_type
+
+    by_front = twilio.press(front, 0, "1")
+    by_flask = flask_only(voice_app, "POST", step_path(0), gather_params(flask_, "1"))
+    assert by_front.get_data() == by_flask.get_data()
+    assert said(twiml(by_front)) == [MAIN_MENU_JA]
+    assert state_of(voice_app, front).path == state_of(voice_app, flask_).path
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [("GET", VOICE), ("PUT", VOICE), ("POST", VOICE + "/"), ("POST", "/webhooks/twilio/voice2")],
+)
+def test_other_methods_and_paths_are_flasks_to_answer(
+    voice_app: Flask, twilio: Twilio, method: str, path: str
+) -> None:
+    params = call_params(new_sid("CA"))
+    signature = twilio_signature(AUTH_TOKEN, PUBLIC_URL + path, params)
+    response = twilio.client.open(
+        path, method=method, data=params, headers={SIGNATURE_HEADER: signature}
+    )
+    assert response.status_code in (404, 405)
+    assert response.status_code == flask_only(voice_app, method, path, params).status_code
+
+
+def voice_requests_counted(app: Flask, status: str) -> float:
+    text = app.test_client().get("/metrics").get_data(as_text=True)
+    labels = {"method": "POST", "route": VOICE, "status": status}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == "kokan_http_requests_total" and sample.labels == labels:
+                return float(sample.value)
+    return 0.0
+
+
+def test_the_voice_webhooks_are_counted_under_their_route(
+    voice_app: Flask, twilio: Twilio, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
+    answered, refused = (
+        voice_requests_counted(voice_app, "200"),
+        voice_requests_counted(voice_app, "403"),
+    )
+    twiml(twilio.start(new_sid("CA")))
+    assert twilio.post(VOICE, call_params(new_sid("CA")), token="0" * 32).status_code == 403
+    assert voice_requests_counted(voice_app, "200") == answered + 1
+    assert voice_requests_counted(voice_app, "403") == refused + 1
+
+
+@pytest.mark.parametrize(
+    ("raised", "status", "error_id"),
+    [
+        (RuntimeError("a bug"), 500, "internal-error"),
+        (redis.exceptions.ConnectionError("Redis is restarting"), 503, "redis-unavailable"),
+    ],
+)
+def test_an_error_outside_the_flow_is_answered_by_the_apps_error_handlers(
+    voice_app: Flask,
+    twilio: Twilio,
+    monkeypatch: pytest.MonkeyPatch,
+    raised: Exception,
+    status: int,
+    error_id: str,
+) -> None:
+    """The engine answers its own failures with the flow's fallback; what fails around it
+    is answered as any view's exception is, with a request id to find it in the log."""
+
+    def failing(*_args: Any) -> str:
+        raise raised
+
+    monkeypatch.setattr(service(voice_app), "start", failing)
+    response = twilio.start(new_sid("CA"))
+    assert_json_error(response, status, error_id)
+    assert response.get_json()["request_id"] == response.headers["X-Request-Id"]
+
+
+def test_the_front_skips_only_hooks_that_do_nothing_for_a_webhook(voice_app: Flask) -> None:
+    """A request hook added to the app (or the webhooks' blueprint) would be skipped by the
+    front: decide whether the voice webhooks need it, then update SKIPPED_HOOKS."""
+    assert flask_hooks(voice_app, "twilio_webhooks") == SKIPPED_HOOKS
+
+
+def test_the_front_answers_the_voice_webhooks_without_flasks_dispatch(
+    voice_app: Flask, twilio: Twilio
+) -> None:
+    def not_reached() -> str:
+        raise AssertionError("Flask dispatched a voice webhook")
+
+    for endpoint in ("twilio_webhooks.voice", "twilio_webhooks.voice_step"):
+        voice_app.view_functions[endpoint] = not_reached
+    sid = new_sid("CA")
+    twiml(twilio.start(sid))
+    assert said(twiml(twilio.press(sid, 0, "2")))[0] == MAIN_MENU_EN

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, request
+from flask import Blueprint, Request, Response, request
 
 from acd.twilio_runtime import queue_voice
 from ivr.runtime import voice_service
+from kokan.wiring import current_request
 from webhooks import schemas
 from webhooks.signature import twilio_signed
 
@@ -18,19 +19,31 @@ def _twiml(body: str) -> Response:
     return Response(body, content_type=TWIML)
 
 
+def start_call(current: Request) -> Response:
+    """A call's first request (the number's voice webhook); its signature already checked.
+    Served by webhooks.voice_wsgi in front of Flask, and by the view below."""
+    call = schemas.incoming_call(current.form)
+    return _twiml(voice_service().start(call))
+
+
+def next_step(current: Request) -> Response:
+    """A call's next step (a Gather's or Record's action); its signature already checked.
+    Served by webhooks.voice_wsgi in front of Flask, and by the view below."""
+    step = schemas.step_number(current.args.get("step"))
+    call_sid, event = schemas.step_event(current.form, timed_out=current.args.get("timeout") == "1")
+    return _twiml(voice_service().step(call_sid, step, event))
+
+
 @blueprint.post("/voice")
 @twilio_signed
 def voice() -> Response:
-    call = schemas.incoming_call(request.form)
-    return _twiml(voice_service().start(call))
+    return start_call(current_request())
 
 
 @blueprint.post("/voice/step")
 @twilio_signed
 def voice_step() -> Response:
-    step = schemas.step_number(request.args.get("step"))
-    call_sid, event = schemas.step_event(request.form, timed_out=request.args.get("timeout") == "1")
-    return _twiml(voice_service().step(call_sid, step, event))
+    return next_step(current_request())
 
 
 @blueprint.post("/voice/after-agent")

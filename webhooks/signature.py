@@ -123,13 +123,14 @@ def signed_url(current: Request, public: str | None) -> str:
     return current.url
 
 
-def check_signature() -> None:
+def check_signature(current: Request) -> None:
+    """403 unless `current` carries Twilio's signature of itself made with our auth token
+    (and, when an account is configured, is for that account)."""
     config = settings()
     token = config.twilio.auth_token
     if token is None or not token.get_secret_value():
         log.error("TWILIO_AUTH_TOKEN is not set: refusing every Twilio webhook")
         raise SignatureInvalid("Kokan has no Twilio auth token configured")
-    current = current_request()
     environ = current.environ
     signature = environ.get(SIGNATURE_ENVIRON_KEY, "")
     if not signature:
@@ -159,7 +160,7 @@ def check_signature() -> None:
 def twilio_signed(view: Callable[P, R]) -> Callable[P, R]:
     @functools.wraps(view)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        check_signature()
+        check_signature(current_request())
         return view(*args, **kwargs)
 
     return wrapper
