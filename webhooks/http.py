@@ -19,31 +19,31 @@ def _twiml(body: str) -> Response:
     return Response(body, content_type=TWIML)
 
 
-def start_call(current: Request) -> Response:
-    """A call's first request (the number's voice webhook); its signature already checked.
-    Served by webhooks.voice_wsgi in front of Flask, and by the view below."""
+def start_call(current: Request) -> str:
+    """A call's first request (the number's voice webhook), its signature already checked:
+    the TwiML. Answered by webhooks.voice_wsgi in front of Flask, and by the view below."""
     call = schemas.incoming_call(current.form)
-    return _twiml(voice_service().start(call))
+    return voice_service().start(call)
 
 
-def next_step(current: Request) -> Response:
-    """A call's next step (a Gather's or Record's action); its signature already checked.
-    Served by webhooks.voice_wsgi in front of Flask, and by the view below."""
+def next_step(current: Request) -> str:
+    """A call's next step (a Gather's or Record's action), its signature already checked:
+    the TwiML. Answered by webhooks.voice_wsgi in front of Flask, and by the view below."""
     step = schemas.step_number(current.args.get("step"))
     call_sid, event = schemas.step_event(current.form, timed_out=current.args.get("timeout") == "1")
-    return _twiml(voice_service().step(call_sid, step, event))
+    return voice_service().step(call_sid, step, event)
 
 
 @blueprint.post("/voice")
 @twilio_signed
 def voice() -> Response:
-    return start_call(current_request())
+    return _twiml(start_call(current_request()))
 
 
 @blueprint.post("/voice/step")
 @twilio_signed
 def voice_step() -> Response:
-    return next_step(current_request())
+    return _twiml(next_step(current_request()))
 
 
 @blueprint.post("/voice/after-agent")
