@@ -14,7 +14,6 @@ from typing import Any
 import pytest
 from flask import Flask, request
 from flask.testing import FlaskClient
-from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import select
 from werkzeug.test import TestResponse
 
@@ -28,6 +27,7 @@ from kokan.config import ConfigError, Settings
 from kokan.db import Database
 from kokan.embedded_redis import EmbeddedRedis
 from tests.conftest import short_tmp_dir
+from tests.http_metrics import requests_counted
 
 READY_DEADLINE_S = 15.0
 HEX_REQUEST_ID = re.compile(r"^[0-9a-f]{32}$")
@@ -143,29 +143,12 @@ def test_readyz_names_an_unreachable_database(settings: Settings) -> None:
     assert "db-PASSWORD-1" not in response.get_data(as_text=True)
 
 
-def _requests_counted(client: FlaskClient, route: str, status: str = "200") -> float:
-    response = client.get("/metrics")
-    assert response.status_code == 200
-    assert response.mimetype == "text/plain"
-    for family in text_string_to_metric_families(response.get_data(as_text=True)):
-        if family.name != "kokan_http_requests":
-            continue
-        for sample in family.samples:
-            if sample.name == "kokan_http_requests_total" and sample.labels == {
-                "method": "GET",
-                "route": route,
-                "status": status,
-            }:
-                return float(sample.value)
-    return 0.0
-
-
 def test_metrics_count_requests(client: FlaskClient, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
-    before = _requests_counted(client, "/healthz")
+    before = requests_counted(client, "GET", "/healthz", "200")
     assert client.get("/healthz").status_code == 200
     assert client.get("/healthz").status_code == 200
-    assert _requests_counted(client, "/healthz") == before + 2
+    assert requests_counted(client, "GET", "/healthz", "200") == before + 2
     text = client.get("/metrics").get_data(as_text=True)
     assert "# TYPE kokan_http_requests_total counter" in text
     assert 'kokan_http_request_duration_seconds_bucket{le="0.005",route="/healthz"}' in text
@@ -176,10 +159,10 @@ def test_an_unmatched_path_is_counted_and_logged_under_one_label(
 ) -> None:
     """A scanner's thousand paths must not become a thousand metric series."""
     monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
-    before = _requests_counted(client, "unmatched", "404")
+    before = requests_counted(client, "GET", "unmatched", "404")
     with captured_logs() as output:
         assert client.get("/wp-admin/ünï").status_code == 404
-    assert _requests_counted(client, "unmatched", "404") == before + 1
+    assert requests_counted(client, "GET", "unmatched", "404") == before + 1
     assert "GET /wp-admin/ünï 404" in output.getvalue()
 
 

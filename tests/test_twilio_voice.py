@@ -26,7 +26,6 @@ import pytest
 import redis
 from flask import Flask
 from flask.testing import FlaskClient
-from prometheus_client.parser import text_string_to_metric_families
 from pydantic import SecretStr
 from sqlalchemy import func, select
 from twilio.request_validator import RequestValidator
@@ -45,6 +44,7 @@ from kokan.app import create_app
 from kokan.config import QueueSettings, Settings, TwilioSettings
 from kokan.db import Database
 from tests.conftest import REPO_ROOT
+from tests.http_metrics import requests_counted
 from tests.local_http import serving
 from tests.twilio_signing import SIGNATURE_HEADER, new_sid, twilio_signature
 from tickets.cdr import CdrProjector
@@ -1162,28 +1162,17 @@ def test_other_methods_and_paths_are_flasks_to_answer(
     assert response.status_code == flask_only(voice_app, method, path, params).status_code
 
 
-def voice_requests_counted(app: Flask, status: str) -> float:
-    text = app.test_client().get("/metrics").get_data(as_text=True)
-    labels = {"method": "POST", "route": VOICE, "status": status}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.name == "kokan_http_requests_total" and sample.labels == labels:
-                return float(sample.value)
-    return 0.0
-
-
 def test_the_voice_webhooks_are_counted_under_their_route(
     voice_app: Flask, twilio: Twilio, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
-    answered, refused = (
-        voice_requests_counted(voice_app, "200"),
-        voice_requests_counted(voice_app, "403"),
-    )
+    client = voice_app.test_client()
+    answered = requests_counted(client, "POST", VOICE, "200")
+    refused = requests_counted(client, "POST", VOICE, "403")
     twiml(twilio.start(new_sid("CA")))
     assert twilio.post(VOICE, call_params(new_sid("CA")), token="0" * 32).status_code == 403
-    assert voice_requests_counted(voice_app, "200") == answered + 1
-    assert voice_requests_counted(voice_app, "403") == refused + 1
+    assert requests_counted(client, "POST", VOICE, "200") == answered + 1
+    assert requests_counted(client, "POST", VOICE, "403") == refused + 1
 
 
 @pytest.mark.parametrize(
